@@ -1,0 +1,1 @@
+"""Loopline: an end-to-end TFX pipeline that closes the loop from data to serving and back."""

@@ -1,0 +1,142 @@
+"""Server-side dynamic batching of concurrent requests (asyncio side; model calls in threads).
+
+Requests for one servable signature queue up; a batch starts when a batch thread is free and
+either `max_batch_size` examples are waiting or the oldest has waited `batch_timeout_micros`.
+While the model is busy, requests accumulate, so batches grow with load: one model call costs
+about the same for 1 or 32 examples. The queue is bounded (`max_enqueued_batches` batches worth of
+examples); beyond it, requests fail fast with UNAVAILABLE (HTTP 503), as in TF Serving.
+"""
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import time
+
+import numpy as np
+
+from serving import metrics as metrics_lib
+from serving.config import BatchingConfig
+from serving.errors import Code, ServingError
+
+QUEUE_FULL_MESSAGE = 'The batch scheduling queue to which this task was submitted is full'
+
+
+@dataclasses.dataclass
+class _Task:
+  inputs: dict[str, np.ndarray]
+  rows: int
+  future: asyncio.Future
+  enqueued_at: float
+
+
+class DynamicBatcher:
+  """Batches calls of one `run(inputs) -> outputs` function whose tensors all lead with the batch
+  dimension."""
+
+  def __init__(self, run, options: BatchingConfig, executor: concurrent.futures.Executor,
+               metrics: metrics_lib.Metrics, queue_depth_gauge):
+    self._run = run
+    self._options = options
+    self._executor = executor
+    self._metrics = metrics
+    self._queue_depth_gauge = queue_depth_gauge  # Callable(delta) shared by all batchers.
+    self._tasks: collections.deque[_Task] = collections.deque()
+    self._queued_rows = 0
+    self._max_queued_rows = options.max_enqueued_batches * options.max_batch_size
+    self._wakeup = asyncio.Event()
+    self._free_threads = asyncio.Semaphore(options.num_batch_threads)
+    self._running: set[asyncio.Task] = set()
+    self._closing = False
+    self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
+
+  async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Queue one request's inputs and wait for its slice of a batch's outputs."""
+    if self._closing:
+      raise ServingError(Code.UNAVAILABLE, 'Servable is being unloaded')
+    rows = next(iter(inputs.values())).shape[0]
+    if self._queued_rows + rows > self._max_queued_rows and self._queued_rows > 0:
+      raise ServingError(Code.UNAVAILABLE, QUEUE_FULL_MESSAGE)
+    future = asyncio.get_running_loop().create_future()
+    self._tasks.append(_Task(inputs, rows, future, time.monotonic()))
+    self._queued_rows += rows
+    self._queue_depth_gauge(rows)
+    self._wakeup.set()
+    return await future
+
+  async def close(self):
+    """Finish everything queued, then stop."""
+    self._closing = True
+    self._wakeup.set()
+    await self._scheduler
+    if self._running:
+      await asyncio.gather(*self._running, return_exceptions=True)
+
+  async def _schedule(self):
+    timeout = self._options.batch_timeout_micros / 1e6
+    while True:
+      while not self._tasks:
+        if self._closing:
+          return
+        self._wakeup.clear()
+        await self._wakeup.wait()
+      await self._free_threads.acquire()
+      deadline = self._tasks[0].enqueued_at + timeout
+      while (self._queued_rows < self._options.max_batch_size and not self._closing and
+             time.monotonic() < deadline):
+        self._wakeup.clear()
+        try:
+          await asyncio.wait_for(self._wakeup.wait(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+          break
+      batch = [self._tasks.popleft()]
+      rows = batch[0].rows
+      while self._tasks and rows + self._tasks[0].rows <= self._options.max_batch_size:
+        task = self._tasks.popleft()
+        batch.append(task)
+        rows += task.rows
+      self._queued_rows -= rows
+      self._queue_depth_gauge(-rows)
+      running = asyncio.get_running_loop().create_task(self._run_batch(batch, rows))
+      self._running.add(running)
+      running.add_done_callback(self._running.discard)
+
+  async def _run_batch(self, batch: list[_Task], rows: int):
+    loop = asyncio.get_running_loop()
+    try:
+      batch = [t for t in batch if not t.future.done()]  # Cancelled by disconnected clients.
+      if not batch:
+        return
+      self._metrics.observe(metrics_lib.BATCH_SIZE, sum(t.rows for t in batch),
+                            buckets=metrics_lib.BATCH_SIZE_BUCKETS)
+      if len(batch) == 1:
+        await self._run_alone(batch[0])
+        return
+      try:
+        merged = {alias: np.concatenate([t.inputs[alias] for t in batch])
+                  for alias in batch[0].inputs}
+        outputs = await loop.run_in_executor(self._executor, self._run, merged)
+        total = sum(t.rows for t in batch)
+        if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
+          raise ValueError('outputs do not lead with the batch dimension')
+      except Exception:  # pylint: disable=broad-except  # Isolate the request that failed.
+        for task in batch:
+          await self._run_alone(task)
+        return
+      offset = 0
+      for task in batch:
+        if not task.future.done():
+          task.future.set_result({a: v[offset:offset + task.rows] for a, v in outputs.items()})
+        offset += task.rows
+    finally:
+      self._free_threads.release()
+
+  async def _run_alone(self, task: _Task):
+    try:
+      outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run,
+                                                                 task.inputs)
+    except Exception as e:  # pylint: disable=broad-except  # Handed to the waiting request.
+      if not task.future.done():
+        task.future.set_exception(e)
+      return
+    if not task.future.done():
+      task.future.set_result(outputs)

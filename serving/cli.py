@@ -1,0 +1,173 @@
+"""`loopline serve`: the model server on the pipeline's serving directory.
+
+Wired into the `loopline` console script through `register(subparsers)`; `python -m serving serve`
+works without it.
+"""
+import argparse
+import logging
+import os
+import sys
+
+from loopline import home as home_lib
+from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_REST_PORT, BatchingConfig,
+                            ConfigError, PrivacyConfig, RequestLogConfig, ServerConfig,
+                            single_model_proto)
+from serving.routing import parse_weights
+
+HASH_KEY_ENV_VAR = 'LOOPLINE_LOG_HASH_KEY'
+
+
+def _canary(spec: str) -> tuple[str, dict[str, float]]:
+  model, sep, weights = spec.partition(':')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'{spec!r}: expected MODEL:label=weight,label=weight')
+  try:
+    return model, parse_weights(weights)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _rate(text: str) -> float:
+  value = float(text)
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f'{text} is not within [0, 1]')
+  return value
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+  models = parser.add_argument_group('models (TF Serving flags)')
+  models.add_argument('--model-config-file', help='TF Serving models.config (text '
+                      'ModelServerConfig). Default: serve --model-name from --model-base-path.')
+  models.add_argument('--model-config-file-poll-wait-seconds', type=float, default=0.0,
+                      help='Re-read the config file this often (0: read once).')
+  models.add_argument('--model-name', default=home_lib.MODEL_NAME)
+  models.add_argument('--model-base-path',
+                      help='Default: <home>/serving/<model-name> (where the Pusher pushes).')
+  models.add_argument('--file-system-poll-wait-seconds', type=float, default=1.0)
+  models.add_argument('--model-root', help='Base paths must resolve inside this directory '
+                      '(default: <home>/serving); relative base paths are taken under it.')
+  models.add_argument('--allow-any-base-path', action='store_true',
+                      help='Do not restrict base paths to --model-root.')
+  net = parser.add_argument_group('network')
+  net.add_argument('--rest-host', default=DEFAULT_HOST,
+                   help='Bind address for REST (default loopback; 0.0.0.0 exposes it).')
+  net.add_argument('--rest-port', type=int, default=DEFAULT_REST_PORT)
+  net.add_argument('--grpc-host', default=DEFAULT_HOST)
+  net.add_argument('--grpc-port', type=int, default=DEFAULT_GRPC_PORT)
+  net.add_argument('--max-body-bytes', type=int, default=ServerConfig.max_body_bytes)
+  net.add_argument('--mode', choices=('embedded', 'gateway'), default='embedded')
+  net.add_argument('--upstream', help='gateway mode: TF Serving gRPC address, e.g. localhost:8500')
+  routing = parser.add_argument_group('canary routing')
+  routing.add_argument('--canary', type=_canary, action='append', default=[],
+                       metavar='MODEL:LABEL=W,...', help='Split requests naming only MODEL '
+                       'across version labels, e.g. big_tipper:stable=90,canary=10.')
+  routing.add_argument('--sticky-header', help='Requests carrying this header (or gRPC metadata '
+                       'key) always get the same label, e.g. X-Routing-Key.')
+  batching = parser.add_argument_group('batching')
+  batching.add_argument('--no-batching', action='store_true')
+  batching.add_argument('--max-batch-size', type=int, default=BatchingConfig.max_batch_size)
+  batching.add_argument('--batch-timeout-micros', type=int,
+                        default=BatchingConfig.batch_timeout_micros)
+  batching.add_argument('--num-batch-threads', type=int, default=BatchingConfig.num_batch_threads)
+  batching.add_argument('--max-enqueued-batches', type=int,
+                        default=BatchingConfig.max_enqueued_batches)
+  logs = parser.add_argument_group('request logging (PredictionLog TFRecords)')
+  logs.add_argument('--request-log-dir', help='Default: <home>/request_logs.')
+  logs.add_argument('--no-request-log', action='store_true')
+  logs.add_argument('--log-sampling-rate', type=_rate, default=RequestLogConfig.sampling_rate)
+  logs.add_argument('--log-max-file-mb', type=float, default=64.0)
+  logs.add_argument('--log-max-file-age-seconds', type=float,
+                    default=RequestLogConfig.max_file_age_seconds)
+  logs.add_argument('--log-buffer-records', type=int, default=RequestLogConfig.buffer_records)
+  logs.add_argument('--log-retention-days', type=float, default=7.0)
+  logs.add_argument('--log-retention-max-gb', type=float, default=2.0)
+  logs.add_argument('--redact-feature', action='append', default=[],
+                    help='Remove this tf.Example feature from logged requests (repeatable).')
+  logs.add_argument('--hash-feature', action='append', default=[],
+                    help='Replace this feature by keyed hashes in logged requests (repeatable).')
+  logs.add_argument('--log-hash-key-file', help=f'Secret key for --hash-feature (else '
+                    f'${HASH_KEY_ENV_VAR}).')
+
+
+def config_from_args(args) -> ServerConfig:
+  """The ServerConfig the parsed arguments describe."""
+  home = home_lib.resolve_home(getattr(args, 'home', None))
+  serving_dir = home_lib.serving_dir(home)
+  model_root = None if args.allow_any_base_path else os.path.abspath(args.model_root or
+                                                                     serving_dir)
+  model_config = None
+  if not args.model_config_file and args.mode == 'embedded':
+    base_path = args.model_base_path or os.path.join(serving_dir, args.model_name)
+    model_config = single_model_proto(args.model_name, os.path.abspath(base_path))
+  hash_key = b''
+  if args.log_hash_key_file:
+    with open(args.log_hash_key_file, 'rb') as f:
+      hash_key = f.read().strip()
+  elif os.environ.get(HASH_KEY_ENV_VAR):
+    hash_key = os.environ[HASH_KEY_ENV_VAR].encode('utf-8')
+  return ServerConfig(
+      mode=args.mode,
+      model_config=model_config,
+      model_config_file=args.model_config_file,
+      model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+      file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+      model_root=model_root,
+      upstream_grpc=args.upstream,
+      rest_host=args.rest_host, rest_port=args.rest_port,
+      grpc_host=args.grpc_host, grpc_port=args.grpc_port,
+      max_body_bytes=args.max_body_bytes,
+      canary_weights=dict(args.canary),
+      sticky_header=args.sticky_header,
+      batching=BatchingConfig(not args.no_batching, args.max_batch_size,
+                              args.batch_timeout_micros, args.num_batch_threads,
+                              args.max_enqueued_batches),
+      request_log=RequestLogConfig(
+          directory=None if args.no_request_log else (args.request_log_dir or
+                                                      home_lib.request_log_dir(home)),
+          sampling_rate=args.log_sampling_rate,
+          max_file_bytes=int(args.log_max_file_mb * 2**20),
+          max_file_age_seconds=args.log_max_file_age_seconds,
+          buffer_records=args.log_buffer_records,
+          retention_max_age_seconds=args.log_retention_days * 86400,
+          retention_max_total_bytes=int(args.log_retention_max_gb * 2**30)),
+      privacy=PrivacyConfig(tuple(args.redact_feature), tuple(args.hash_feature), hash_key))
+
+
+def serve(args) -> int:
+  """The `serve` command: start, print where it listens, run until SIGTERM/SIGINT."""
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  try:
+    config = config_from_args(args)
+    config.validate()
+    from serving import server  # TensorFlow loads here, after the arguments are checked.
+    server.run(config, announce=lambda text: print(text, flush=True))
+  except (ConfigError, OSError) as e:
+    print(f'loopline serve: {e}', file=sys.stderr)
+    return 1
+  except Exception as e:  # pylint: disable=broad-except  # e.g. a label on a missing version.
+    from serving.errors import ServingError
+    if isinstance(e, ServingError):
+      print(f'loopline serve: {e.message}', file=sys.stderr)
+      return 1
+    raise
+  return 0
+
+
+def register(subparsers):
+  """Add `serve` to the `loopline` command's subparsers."""
+  parser = subparsers.add_parser(
+      'serve', help='Serve pushed models with TF Serving\'s REST and gRPC APIs.',
+      description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  add_arguments(parser)
+  parser.set_defaults(func=serve)
+  return parser
+
+
+def main(argv=None):
+  """`python -m serving [--home DIR] serve ...`."""
+  parser = argparse.ArgumentParser(prog='python -m serving')
+  parser.add_argument('--home', help='Loopline home (default $LOOPLINE_HOME or ./loopline_home).')
+  subparsers = parser.add_subparsers(dest='command', required=True)
+  register(subparsers)
+  args = parser.parse_args(argv)
+  sys.exit(args.func(args))

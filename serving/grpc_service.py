@@ -1,0 +1,186 @@
+"""TF Serving's gRPC API on the official servicer classes of `tensorflow-serving-api` (grpc.aio).
+
+PredictionService: Predict, Classify, Regress, GetModelMetadata (MultiInference answers
+UNIMPLEMENTED). ModelService: GetModelStatus, HandleReloadConfigRequest. Plus grpc.health.v1.
+Request ids travel in the `x-request-id` metadata (echoed or generated, sent back as initial
+metadata with `x-model-version`).
+"""
+import functools
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import model_management_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import regression_pb2
+
+from serving import protos
+from serving.backend import Target
+from serving.config import DEFAULT_SIGNATURE, ServerConfig
+from serving.errors import Code, ServingError, invalid_argument
+from serving.service import Answer, CallContext, InferenceService, request_id_or_new
+
+PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
+MODEL_SERVICE = 'tensorflow.serving.ModelService'
+
+
+def _metadata(context) -> dict:
+  return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _with_status(method):
+  """Turn ServingErrors into the matching gRPC status (never an unexpected UNKNOWN)."""
+
+  @functools.wraps(method)
+  async def wrapper(self, request, context):
+    try:
+      return await method(self, request, context)
+    except ServingError as e:
+      await context.abort(grpc.StatusCode[e.code.name], e.message)
+
+  return wrapper
+
+
+def _target(spec) -> Target:
+  if not spec.name:
+    raise invalid_argument('Missing ModelSpec name')
+  choice = spec.WhichOneof('version_choice')
+  if choice == 'version':
+    return Target(spec.name, version=spec.version.value)
+  if choice == 'version_label':
+    return Target(spec.name, label=spec.version_label)
+  return Target(spec.name)
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """tensorflow.serving.PredictionService over an InferenceService."""
+
+  def __init__(self, service: InferenceService, config: ServerConfig):
+    self._service = service
+    self._sticky_key = config.sticky_header.lower() if config.sticky_header else None
+
+  async def _begin(self, context) -> CallContext:
+    metadata = _metadata(context)
+    ctx = CallContext('GRPC', request_id_or_new(metadata.get('x-request-id')),
+                      metadata.get(self._sticky_key) if self._sticky_key else None)
+    context.set_trailing_metadata((('x-request-id', ctx.request_id),))
+    return ctx
+
+  @staticmethod
+  async def _announce(context, ctx: CallContext, answer: Answer):
+    await context.send_initial_metadata((('x-request-id', ctx.request_id),
+                                         ('x-model-version', str(answer.version))))
+
+  @_with_status
+  async def Predict(self, request, context):
+    ctx = await self._begin(context)
+    signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+
+    def decode(signature):
+      del signature  # TensorProtos carry their own dtype and shape.
+      return {alias: protos.array_from_tensor(alias, t) for alias, t in request.inputs.items()}
+
+    answer = await self._service.predict(ctx, _target(request.model_spec), signature_name, decode,
+                                         list(request.output_filter))
+    response = predict_pb2.PredictResponse(
+        model_spec=protos.model_spec(answer.model_name, answer.version, signature_name))
+    for alias, array in answer.outputs.items():
+      response.outputs[alias].CopyFrom(protos.tensor_from_array(array))
+    await self._announce(context, ctx, answer)
+    return response
+
+  @_with_status
+  async def Classify(self, request, context):
+    ctx = await self._begin(context)
+    signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    answer = await self._service.classify(ctx, _target(request.model_spec), signature_name,
+                                          protos.examples_from_input(request.input))
+    await self._announce(context, ctx, answer)
+    return classification_pb2.ClassificationResponse(
+        model_spec=protos.model_spec(answer.model_name, answer.version, signature_name),
+        result=protos.classification_result(answer.classes, answer.scores))
+
+  @_with_status
+  async def Regress(self, request, context):
+    ctx = await self._begin(context)
+    signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    answer = await self._service.regress(ctx, _target(request.model_spec), signature_name,
+                                         protos.examples_from_input(request.input))
+    await self._announce(context, ctx, answer)
+    return regression_pb2.RegressionResponse(
+        model_spec=protos.model_spec(answer.model_name, answer.version, signature_name),
+        result=protos.regression_result(answer.values))
+
+  @_with_status
+  async def MultiInference(self, request, context):
+    raise ServingError(Code.UNIMPLEMENTED, 'MultiInference is not supported by this server; '
+                       'send Classify and Regress requests')
+
+  @_with_status
+  async def GetModelMetadata(self, request, context):
+    if not request.metadata_field:
+      raise invalid_argument('GetModelMetadataRequest must specify at least one metadata_field')
+    unsupported = [f for f in request.metadata_field if f != 'signature_def']
+    if unsupported:
+      raise invalid_argument(f'Metadata field {unsupported[0]} is not supported')
+    servable = await self._service.backend.resolve(_target(request.model_spec))
+    return protos.metadata_response(servable.name, servable.version, servable.signature_defs)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  """tensorflow.serving.ModelService: status and config reloads."""
+
+  def __init__(self, service: InferenceService):
+    self._backend = service.backend
+
+  @_with_status
+  async def GetModelStatus(self, request, context):
+    target = _target(request.model_spec)
+    version = target.version
+    if target.label is not None:
+      version = (await self._backend.resolve(target)).version
+    return protos.status_response(await self._backend.status(target.name, version))
+
+  @_with_status
+  async def HandleReloadConfigRequest(self, request, context):
+    if not request.HasField('config'):
+      raise invalid_argument('ReloadConfigRequest has no config')
+    await self._backend.reload_config(request.config)
+    response = model_management_pb2.ReloadConfigResponse()
+    response.status.error_code = int(Code.OK)
+    return response
+
+
+class GrpcServer:
+  """The grpc.aio server with both services and health checking."""
+
+  def __init__(self, service: InferenceService, config: ServerConfig):
+    self._config = config
+    self._server = grpc.aio.server(options=[
+        ('grpc.max_receive_message_length', config.max_body_bytes),
+        ('grpc.max_send_message_length', -1),
+        ('grpc.so_reuseport', 0),
+    ])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(service, config), self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), self._server)
+    self.health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+
+  async def start(self, host: str, port: int) -> int:
+    bound = self._server.add_insecure_port(f'{host}:{port}')
+    if bound == 0:
+      raise OSError(f'Cannot bind gRPC to {host}:{port}')
+    await self._server.start()
+    for name in ('', PREDICTION_SERVICE, MODEL_SERVICE):
+      await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return bound
+
+  async def stop(self, grace_seconds: float):
+    for name in ('', PREDICTION_SERVICE, MODEL_SERVICE):
+      await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await self._server.stop(grace_seconds)

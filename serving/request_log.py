@@ -1,0 +1,273 @@
+"""Sampled request logging to PredictionLog TFRecord files, off the request path.
+
+Requests hand a `LogRecord` (plain Python/numpy values) to a bounded buffer and return at once; a
+writer thread builds the `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`, applies the
+privacy rules, and appends it to a hidden temporary file, which is renamed to its final name when it
+is big or old enough, or at shutdown. A full buffer or a failing disk drops records (counted in the
+metrics) but never delays or fails a prediction. Retention (age, total size) is enforced after every
+rotation and once a minute.
+
+The request id has no field of its own in TF Serving's `LogMetadata`; it is stored in
+`log_metadata.request_origin` as `request_id=<id>` (see `request_id_of`).
+"""
+import dataclasses
+import logging
+import os
+import queue
+import random
+import threading
+import time
+
+import numpy as np
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import regression_pb2
+
+from serving import log_files
+from serving import metrics as metrics_lib
+from serving import protos
+from serving.config import RequestLogConfig
+from serving.privacy import PrivacyFilter
+
+log = logging.getLogger('serving.request_log')
+REQUEST_ID_PREFIX = 'request_id='
+RETENTION_CHECK_SECONDS = 60.0
+
+
+@dataclasses.dataclass
+class LogRecord:
+  """One answered request, as plain values (converted to a PredictionLog by the writer thread)."""
+  kind: str  # 'predict', 'classify' or 'regress'.
+  model_name: str
+  version: int
+  signature_name: str
+  request_id: str
+  timestamp: float
+  inputs: dict | None = None  # predict
+  output_filter: tuple = ()
+  outputs: dict | None = None
+  examples: list | None = None  # classify / regress: serialized tf.Examples
+  classes: np.ndarray | None = None
+  scores: np.ndarray | None = None
+  values: np.ndarray | None = None
+
+
+def request_id_of(prediction_log: prediction_log_pb2.PredictionLog) -> str:
+  origin = prediction_log.log_metadata.request_origin
+  return origin[len(REQUEST_ID_PREFIX):] if origin.startswith(REQUEST_ID_PREFIX) else ''
+
+
+def to_prediction_log(record: LogRecord, privacy: PrivacyFilter,
+                      sampling_rate: float) -> prediction_log_pb2.PredictionLog:
+  """The PredictionLog of a record, with privacy rules applied to every logged tf.Example."""
+  prediction_log = prediction_log_pb2.PredictionLog()
+  metadata = prediction_log.log_metadata
+  metadata.model_spec.CopyFrom(
+      protos.model_spec(record.model_name, record.version, record.signature_name))
+  metadata.sampling_config.sampling_rate = sampling_rate
+  metadata.saved_model_tags.append('serve')
+  metadata.timestamp_secs = int(record.timestamp)
+  metadata.request_origin = REQUEST_ID_PREFIX + record.request_id
+  spec = protos.model_spec(record.model_name, record.version, record.signature_name)
+  if record.kind == 'predict':
+    request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(record.output_filter))
+    for alias, array in record.inputs.items():
+      if privacy.active and alias == privacy.example_input_key and array.dtype == object:
+        array = np.vectorize(privacy.apply_serialized, otypes=[object])(array)
+      request.inputs[alias].CopyFrom(protos.tensor_from_array(array))
+    response = predict_pb2.PredictResponse(model_spec=spec)
+    for alias, array in record.outputs.items():
+      response.outputs[alias].CopyFrom(protos.tensor_from_array(array))
+    prediction_log.predict_log.request.CopyFrom(request)
+    prediction_log.predict_log.response.CopyFrom(response)
+    return prediction_log
+  examples = [privacy.apply_serialized(e) for e in record.examples]
+  if record.kind == 'classify':
+    prediction_log.classify_log.request.CopyFrom(classification_pb2.ClassificationRequest(
+        model_spec=spec, input=protos.example_list_input(examples)))
+    prediction_log.classify_log.response.CopyFrom(classification_pb2.ClassificationResponse(
+        model_spec=spec, result=protos.classification_result(record.classes, record.scores)))
+  else:
+    prediction_log.regress_log.request.CopyFrom(regression_pb2.RegressionRequest(
+        model_spec=spec, input=protos.example_list_input(examples)))
+    prediction_log.regress_log.response.CopyFrom(regression_pb2.RegressionResponse(
+        model_spec=spec, result=protos.regression_result(record.values)))
+  return prediction_log
+
+
+def salvage_leftovers(directory: str) -> list[str]:
+  """Finalize temporary files left by a killed server: keep their whole records, rename them.
+
+  Assumes one server writes a log directory at a time.
+  """
+  salvaged = []
+  for entry in os.scandir(directory):
+    final = log_files.final_name_of_temp(entry.name)
+    if final is None:
+      continue
+    result = log_files.read_records(entry.path)
+    if result.complete_bytes == 0:
+      os.remove(entry.path)
+      continue
+    if result.truncated:
+      os.truncate(entry.path, result.complete_bytes)
+    os.rename(entry.path, os.path.join(directory, final))
+    salvaged.append(final)
+    log.warning('Recovered %d records of an unfinished log file as %s', len(result.records), final)
+  return salvaged
+
+
+class RequestLogger:
+  """Bounded buffer + writer thread producing rotated, finalized PredictionLog files."""
+
+  _STOP = object()
+
+  def __init__(self, config: RequestLogConfig, privacy: PrivacyFilter,
+               metrics: metrics_lib.Metrics, rng: random.Random | None = None):
+    self.config = config
+    self._privacy = privacy
+    self._metrics = metrics
+    self._rng = rng or random.Random()
+    self._buffer: queue.Queue = queue.Queue(maxsize=config.buffer_records)
+    self._writer_id = os.urandom(3).hex()
+    self._sequence = 0
+    self._file = None
+    self._temp_path = self._final_path = None
+    self._opened_at = 0.0
+    self._size = 0
+    self._last_retention = 0.0
+    self._thread = None
+
+  def start(self):
+    os.makedirs(self.config.directory, exist_ok=True)
+    salvage_leftovers(self.config.directory)
+    self._enforce_retention()
+    self._thread = threading.Thread(target=self._write_loop, name='request-log', daemon=True)
+    self._thread.start()
+
+  def sampled(self) -> bool:
+    return self.config.sampling_rate >= 1.0 or self._rng.random() < self.config.sampling_rate
+
+  def submit(self, record: LogRecord) -> bool:
+    """Hand a record to the writer without blocking; False (and counted) if the buffer is full."""
+    try:
+      self._buffer.put_nowait(record)
+      return True
+    except queue.Full:
+      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='buffer_full')
+      return False
+
+  def close(self):
+    """Write everything buffered, finalize the open file, stop the writer."""
+    if self._thread is None:
+      return
+    self._buffer.put(self._STOP)
+    self._thread.join()
+    self._thread = None
+
+  def _write_loop(self):
+    while True:
+      try:
+        item = self._buffer.get(timeout=self.config.flush_interval_seconds)
+      except queue.Empty:
+        item = None
+      if item is self._STOP:
+        self._finalize()
+        return
+      if item is not None:
+        self._write(item)
+        # Drain what is already waiting before flushing, to write in bigger chunks.
+        while True:
+          try:
+            item = self._buffer.get_nowait()
+          except queue.Empty:
+            break
+          if item is self._STOP:
+            self._finalize()
+            return
+          self._write(item)
+      self._flush_and_maybe_rotate()
+
+  def _write(self, record: LogRecord):
+    try:
+      data = to_prediction_log(record, self._privacy,
+                               self.config.sampling_rate).SerializeToString()
+    except Exception:  # pylint: disable=broad-except  # A bad record must not stop the writer.
+      log.exception('Cannot convert a request to a PredictionLog; dropped')
+      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')
+      return
+    try:
+      if self._file is None:
+        self._open()
+      framed = log_files.frame_record(data)
+      self._file.write(framed)
+      self._size += len(framed)
+      self._metrics.inc(metrics_lib.LOG_WRITTEN)
+    except OSError as e:
+      log.error('Cannot write the request log: %s; record dropped', e)
+      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='write_error')
+      self._abandon()
+      return
+    if log_files.should_rotate(self._size, self._opened_at, time.time(),
+                               self.config.max_file_bytes, self.config.max_file_age_seconds):
+      self._finalize()
+
+  def _open(self):
+    self._sequence += 1
+    self._opened_at = time.time()
+    final = log_files.final_name(self._opened_at, self._sequence, self._writer_id)
+    self._final_path = os.path.join(self.config.directory, final)
+    self._temp_path = os.path.join(self.config.directory, log_files.temp_name(final))
+    self._file = open(self._temp_path, 'wb')
+    self._size = 0
+
+  def _flush_and_maybe_rotate(self):
+    if self._file is None:
+      return
+    try:
+      self._file.flush()
+    except OSError as e:
+      log.error('Cannot flush the request log: %s', e)
+      self._abandon()
+      return
+    if log_files.should_rotate(self._size, self._opened_at, time.time(),
+                               self.config.max_file_bytes, self.config.max_file_age_seconds):
+      self._finalize()
+    elif time.time() - self._last_retention > RETENTION_CHECK_SECONDS:
+      self._enforce_retention()
+
+  def _finalize(self):
+    """Flush, fsync, close and rename the open file so readers see it, whole."""
+    if self._file is None:
+      return
+    try:
+      self._file.flush()
+      os.fsync(self._file.fileno())
+      self._file.close()
+      os.rename(self._temp_path, self._final_path)
+      self._metrics.inc(metrics_lib.LOG_FILES)
+    except OSError as e:
+      log.error('Cannot finalize request log file %s: %s', self._temp_path, e)
+    self._file = None
+    self._enforce_retention()
+
+  def _abandon(self):
+    try:
+      if self._file is not None:
+        self._file.close()
+    except OSError:
+      pass
+    self._file = None
+
+  def _enforce_retention(self):
+    self._last_retention = time.time()
+    try:
+      files = log_files.list_log_files(self.config.directory)
+      for doomed in log_files.files_to_delete(files, time.time(),
+                                              self.config.retention_max_age_seconds,
+                                              self.config.retention_max_total_bytes):
+        os.remove(os.path.join(self.config.directory, doomed.name))
+        log.info('Retention: deleted request log file %s', doomed.name)
+    except OSError as e:
+      log.error('Retention check of %s failed: %s', self.config.directory, e)

@@ -82,7 +82,8 @@ class ModelManager:
     self._config_file, self._config_poll_seconds, self._model_root = path, poll_seconds, model_root
     self._config_mtime = os.stat(path).st_mtime_ns
 
-  def _maybe_reload_config_file(self):
+  def reload_config_file_if_changed(self):
+    """Apply the watched config file if its modification time changed (bad files are logged)."""
     try:
       mtime = os.stat(self._config_file).st_mtime_ns
       if mtime == self._config_mtime:
@@ -121,7 +122,7 @@ class ModelManager:
       if self._config_file and self._config_poll_seconds > 0 and (
           waited_for_config >= self._config_poll_seconds):
         waited_for_config = 0.0
-        self._maybe_reload_config_file()
+        self.reload_config_file_if_changed()
       errors = self.reconcile()
       for error in errors:
         log.warning('%s', error)

@@ -44,6 +44,17 @@ def tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
   return TensorSpec(name, tuple(int(d.size) for d in info.tensor_shape.dim))
 
 
+def _op_error_message(message: str) -> str:
+  """The informative line of a TF runtime error ("Could not parse example input, ..."), without
+  the "Graph execution error" / "Detected at node" / stack-trace framing."""
+  lines = [line.strip() for line in message.split('\n')]
+  useful = [line for line in lines if line and not line.startswith(('Graph execution error',
+                                                                    'Detected at node', '[[',
+                                                                    'File "', 'Stack trace',
+                                                                    '<stack traces'))]
+  return useful[0] if useful else lines[0]
+
+
 class Signature:
   """One signature of a servable: its SignatureDef, input/output specs, and the function."""
 
@@ -95,7 +106,7 @@ class Signature:
       outputs = self._function(**tensors)
     except tf.errors.OpError as e:
       code = Code(e.error_code) if e.error_code in Code._value2member_map_ else Code.UNKNOWN
-      raise ServingError(code, e.message.split('\n')[0]) from None
+      raise ServingError(code, _op_error_message(e.message)) from None
     except (TypeError, ValueError) as e:
       raise invalid_argument(str(e).split('\n')[0]) from None
     return {alias: tensor.numpy() for alias, tensor in outputs.items()}

@@ -37,3 +37,38 @@ def make_config(base_path: str, name: str = 'm', **overrides) -> ServerConfig:
   for key, value in overrides.items():
     setattr(config, key, value)
   return config
+
+
+SHARED_CONFIG = """
+model_config_list {{
+  config {{
+    name: "m" base_path: "{m}" model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+  config {{ name: "cr" base_path: "{cr}" }}
+}}
+"""
+
+
+@pytest.fixture(scope='session')
+def shared_models_dir(built_models, tmp_path_factory):
+  """`m` (version 1 = weight 1 = stable, version 2 = weight 2 = canary) and `cr` (version 7)."""
+  root = tmp_path_factory.mktemp('shared_serving')
+  push(built_models, 'w1', str(root / 'm'), 1)
+  push(built_models, 'w2', str(root / 'm'), 2)
+  push(built_models, 'cr', str(root / 'cr'), 7)
+  return root
+
+
+@pytest.fixture(scope='session')
+def shared_server(shared_models_dir):
+  """One embedded server for the REST, gRPC and fuzz tests (read-only use: no reloads)."""
+  from serving.config import parse_model_config_text
+  from serving.server import ServerThread
+  text = SHARED_CONFIG.format(m=shared_models_dir / 'm', cr=shared_models_dir / 'cr')
+  config = make_config(str(shared_models_dir / 'm'), model_config=parse_model_config_text(text),
+                       max_body_bytes=1 << 20)
+  with ServerThread(config) as server:
+    yield server

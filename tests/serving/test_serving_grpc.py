@@ -1,0 +1,175 @@
+"""TF Serving's gRPC API through the official tensorflow-serving-api stubs and TFX's own client."""
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import inference_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import regression_pb2
+
+import serving_test_models as tm
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope='module')
+def channel(shared_server):
+  with grpc.insecure_channel(shared_server.grpc_target) as channel:
+    yield channel
+
+
+@pytest.fixture(scope='module')
+def predictions(channel):
+  return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope='module')
+def models(channel):
+  return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def predict_request(name='m', version=None, label=None, signature='', xs=(1.0,)):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = name
+  if version is not None:
+    request.model_spec.version.value = version
+  if label is not None:
+    request.model_spec.version_label = label
+  request.model_spec.signature_name = signature
+  request.inputs['examples'].CopyFrom(tf.make_tensor_proto([tm.example(x) for x in xs]))
+  return request
+
+
+def expect_error(call, request, code: grpc.StatusCode, message: str):
+  with pytest.raises(grpc.RpcError) as info:
+    call(request, timeout=30)
+  assert info.value.code() == code, info.value.details()
+  assert message in info.value.details()
+
+
+def test_predict_by_version_label_and_latest(predictions):
+  response, call = predictions.Predict.with_call(predict_request(version=1, xs=(1.0, 3.0)),
+                                                 timeout=30)
+  assert tf.make_ndarray(response.outputs['probabilities']).tolist() == [[1.0], [3.0]]
+  assert response.model_spec.name == 'm' and response.model_spec.version.value == 1
+  assert response.model_spec.signature_name == 'serving_default'
+  assert dict(call.initial_metadata())['x-model-version'] == '1'
+  canary = predictions.Predict(predict_request(label='canary'), timeout=30)
+  assert canary.model_spec.version.value == 2
+  assert predictions.Predict(predict_request(), timeout=30).model_spec.version.value == 2
+
+
+def test_predict_output_filter_and_request_id(predictions):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name, request.model_spec.signature_name = 'm', 'two_inputs'
+  request.inputs['pairs'].CopyFrom(tf.make_tensor_proto(np.array([[1, 2]], np.float32)))
+  request.inputs['offsets'].CopyFrom(tf.make_tensor_proto(np.array([5], np.int64)))
+  request.output_filter.append('sums')
+  response, call = predictions.Predict.with_call(request, timeout=30,
+                                                 metadata=[('x-request-id', 'grpc-req-1')])
+  assert list(response.outputs) == ['sums']
+  assert tf.make_ndarray(response.outputs['sums']).tolist() == [8.0]
+  assert dict(call.initial_metadata())['x-request-id'] == 'grpc-req-1'
+
+
+def test_predict_status_codes(predictions):
+  expect_error(predictions.Predict, predict_request(name='nope'), grpc.StatusCode.NOT_FOUND,
+               'Servable not found for request: Latest(nope)')
+  expect_error(predictions.Predict, predict_request(version=5), grpc.StatusCode.NOT_FOUND,
+               'Specific(m, 5)')
+  expect_error(predictions.Predict, predict_request(label='gold'),
+               grpc.StatusCode.INVALID_ARGUMENT, 'Unrecognized servable version label: gold')
+  expect_error(predictions.Predict, predict_request(signature='nope'),
+               grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.')
+  expect_error(predictions.Predict, predict_request(name=''), grpc.StatusCode.INVALID_ARGUMENT,
+               'Missing ModelSpec')
+  wrong_type = predict_request()
+  wrong_type.inputs['examples'].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
+  expect_error(predictions.Predict, wrong_type, grpc.StatusCode.INVALID_ARGUMENT,
+               "expects DT_STRING")
+  missing = predict_request()
+  del missing.inputs['examples']
+  expect_error(predictions.Predict, missing, grpc.StatusCode.INVALID_ARGUMENT,
+               'Missing but required: {examples}')
+  bad_filter = predict_request()
+  bad_filter.output_filter.append('nope')
+  expect_error(predictions.Predict, bad_filter, grpc.StatusCode.INVALID_ARGUMENT,
+               'output tensor alias not found in signature: nope')
+  expect_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest(),
+               grpc.StatusCode.UNIMPLEMENTED, 'MultiInference')
+
+
+def test_classify_and_regress(predictions):
+  request = classification_pb2.ClassificationRequest()
+  request.model_spec.name, request.model_spec.signature_name = 'cr', 'classify_it'
+  example = request.input.example_list_with_context.examples.add()
+  example.features.feature['x'].float_list.value.append(0.0)
+  request.input.example_list_with_context.context.features.feature['y'].float_list.value.append(
+      0.0)
+  response = predictions.Classify(request, timeout=30)
+  classes = response.result.classifications[0].classes
+  assert [(c.label, c.score) for c in classes] == [('no', 0.5), ('yes', 0.5)]
+  assert response.model_spec.version.value == 7
+  regress = regression_pb2.RegressionRequest()
+  regress.model_spec.name, regress.model_spec.signature_name = 'cr', 'regress_it'
+  regress.input.example_list.examples.add().features.feature['x'].float_list.value.append(2.0)
+  assert predictions.Regress(regress, timeout=30).result.regressions[0].value == 4.0
+  empty = regression_pb2.RegressionRequest()
+  empty.model_spec.name = 'cr'
+  expect_error(predictions.Regress, empty, grpc.StatusCode.INVALID_ARGUMENT, 'Input is empty')
+
+
+def test_get_model_metadata(predictions):
+  request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
+  request.model_spec.name = 'm'
+  request.model_spec.version_label = 'stable'
+  response = predictions.GetModelMetadata(request, timeout=30)
+  assert response.model_spec.version.value == 1
+  signature_map = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata['signature_def'].Unpack(signature_map)
+  assert set(signature_map.signature_def['serving_default'].inputs) == {'examples'}
+  request.metadata_field[:] = ['graph']
+  expect_error(predictions.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT,
+               'Metadata field graph is not supported')
+
+
+def test_get_model_status(models):
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = 'm'
+  response = models.GetModelStatus(request, timeout=30)
+  state = get_model_status_pb2.ModelVersionStatus.State
+  assert [(s.version, s.state) for s in response.model_version_status] == [
+      (2, state.AVAILABLE), (1, state.AVAILABLE)]
+  request.model_spec.name = 'nope'
+  expect_error(models.GetModelStatus, request, grpc.StatusCode.NOT_FOUND,
+               'Could not find any versions of model nope')
+
+
+def test_health_service(channel):
+  health = health_pb2_grpc.HealthStub(channel)
+  for service in ('', 'tensorflow.serving.PredictionService'):
+    response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tfx_infra_validator_client_sees_ready_and_gets_answers(shared_server):
+  from tfx.components.infra_validator import types
+  from tfx.components.infra_validator.model_server_clients import tensorflow_serving_client
+  client = tensorflow_serving_client.TensorFlowServingClient(shared_server.grpc_target, 'm')
+  assert client._GetServingStatus() == types.ModelServingStatus.READY  # pylint: disable=protected-access
+  client.SendRequests([predict_request(name='m')])  # Raises on any failed request.
+  classify_client = tensorflow_serving_client.TensorFlowServingClient(
+      shared_server.grpc_target, 'cr')
+  request = classification_pb2.ClassificationRequest()
+  request.model_spec.name, request.model_spec.signature_name = 'cr', 'classify_it'
+  request.input.example_list.examples.add().features.feature['x'].float_list.value.append(1.0)
+  classify_client.SendRequests([request])
+  missing = tensorflow_serving_client.TensorFlowServingClient(shared_server.grpc_target, 'nope')
+  assert missing._GetServingStatus() == types.ModelServingStatus.NOT_READY  # pylint: disable=protected-access

@@ -7,8 +7,14 @@ is big or old enough, or at shutdown. A full buffer or a failing disk drops reco
 metrics) but never delays or fails a prediction. Retention (age, total size) is enforced after every
 rotation and once a minute.
 
+A request carrying several examples is logged as one PredictionLog per example (when every
+input and output leads with the batch dimension), which is what TFX's BulkInferrer writes and what
+`tfx.components.bulk_inferrer.prediction_to_example_utils.convert` reads (it takes the first
+example of a record).
+
 The request id has no field of its own in TF Serving's `LogMetadata`; it is stored in
-`log_metadata.request_origin` as `request_id=<id>` (see `request_id_of`).
+`log_metadata.request_origin` as `request_id=<id>`, plus `;example=<i>` for the i-th example of a
+split request (see `request_id_of`, `example_index_of`).
 """
 import dataclasses
 import logging
@@ -53,23 +59,61 @@ class LogRecord:
   values: np.ndarray | None = None
 
 
-def request_id_of(prediction_log: prediction_log_pb2.PredictionLog) -> str:
+def _origin_fields(prediction_log: prediction_log_pb2.PredictionLog) -> dict[str, str]:
   origin = prediction_log.log_metadata.request_origin
-  return origin[len(REQUEST_ID_PREFIX):] if origin.startswith(REQUEST_ID_PREFIX) else ''
+  return dict(part.partition('=')[::2] for part in origin.split(';') if '=' in part)
 
 
-def to_prediction_log(record: LogRecord, privacy: PrivacyFilter,
-                      sampling_rate: float) -> prediction_log_pb2.PredictionLog:
-  """The PredictionLog of a record, with privacy rules applied to every logged tf.Example."""
+def request_id_of(prediction_log: prediction_log_pb2.PredictionLog) -> str:
+  """The request id a log record was written with ('' if none)."""
+  return _origin_fields(prediction_log).get('request_id', '')
+
+
+def example_index_of(prediction_log: prediction_log_pb2.PredictionLog) -> int:
+  """The position of the record's example in its request (0 for one-example requests)."""
+  return int(_origin_fields(prediction_log).get('example', '0'))
+
+
+def split_by_example(record: LogRecord) -> list[tuple[int | None, LogRecord]]:
+  """[(example index, one-example record)], or [(None, record)] when it cannot be split."""
+  if record.kind == 'predict':
+    arrays = list(record.inputs.values()) + list(record.outputs.values())
+    rows = {a.shape[0] if a.ndim else None for a in arrays}
+    if len(rows) != 1 or None in rows:
+      return [(None, record)]
+    count = rows.pop()
+    if count == 1:
+      return [(None, record)]
+    return [(i, dataclasses.replace(
+        record, inputs={k: v[i:i + 1] for k, v in record.inputs.items()},
+        outputs={k: v[i:i + 1] for k, v in record.outputs.items()})) for i in range(count)]
+  if len(record.examples) == 1:
+    return [(None, record)]
+  piece = lambda array, i: None if array is None else array[i:i + 1]
+  return [(i, dataclasses.replace(record, examples=record.examples[i:i + 1],
+                                  classes=piece(record.classes, i),
+                                  scores=piece(record.scores, i), values=piece(record.values, i)))
+          for i in range(len(record.examples))]
+
+
+def to_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
+                       sampling_rate: float) -> list[prediction_log_pb2.PredictionLog]:
+  """One PredictionLog per example, with privacy rules applied to every logged tf.Example."""
+  return [_prediction_log(piece, index, privacy, sampling_rate)
+          for index, piece in split_by_example(record)]
+
+
+def _prediction_log(record: LogRecord, index: int | None, privacy: PrivacyFilter,
+                    sampling_rate: float) -> prediction_log_pb2.PredictionLog:
   prediction_log = prediction_log_pb2.PredictionLog()
   metadata = prediction_log.log_metadata
-  metadata.model_spec.CopyFrom(
-      protos.model_spec(record.model_name, record.version, record.signature_name))
+  spec = protos.model_spec(record.model_name, record.version, record.signature_name)
+  metadata.model_spec.CopyFrom(spec)
   metadata.sampling_config.sampling_rate = sampling_rate
   metadata.saved_model_tags.append('serve')
   metadata.timestamp_secs = int(record.timestamp)
-  metadata.request_origin = REQUEST_ID_PREFIX + record.request_id
-  spec = protos.model_spec(record.model_name, record.version, record.signature_name)
+  metadata.request_origin = REQUEST_ID_PREFIX + record.request_id + (
+      '' if index is None else f';example={index}')
   if record.kind == 'predict':
     request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(record.output_filter))
     for alias, array in record.inputs.items():
@@ -191,8 +235,8 @@ class RequestLogger:
 
   def _write(self, record: LogRecord):
     try:
-      data = to_prediction_log(record, self._privacy,
-                               self.config.sampling_rate).SerializeToString()
+      logs = to_prediction_logs(record, self._privacy, self.config.sampling_rate)
+      framed = b''.join(log_files.frame_record(p.SerializeToString()) for p in logs)
     except Exception:  # pylint: disable=broad-except  # A bad record must not stop the writer.
       log.exception('Cannot convert a request to a PredictionLog; dropped')
       self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')
@@ -200,10 +244,9 @@ class RequestLogger:
     try:
       if self._file is None:
         self._open()
-      framed = log_files.frame_record(data)
       self._file.write(framed)
       self._size += len(framed)
-      self._metrics.inc(metrics_lib.LOG_WRITTEN)
+      self._metrics.inc(metrics_lib.LOG_WRITTEN, len(logs))
     except OSError as e:
       log.error('Cannot write the request log: %s; record dropped', e)
       self._metrics.inc(metrics_lib.LOG_DROPPED, reason='write_error')

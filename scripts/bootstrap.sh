@@ -38,7 +38,7 @@ if [ -f "$STAMP" ] && [ "$STAMP" -nt constraints.txt ] && [ "$STAMP" -nt setup.p
   exit 0
 fi
 echo "bootstrap: installing Loopline and its pinned dependencies (first time: several minutes, ~3.5 GB)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt 'pip==24.2' 'setuptools==70.0.0' wheel
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt pip setuptools wheel
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
 touch "$STAMP"

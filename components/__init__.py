@@ -1,0 +1,1 @@
+"""Loopline's custom TFX components (component.py / executor.py / driver.py, TFX style)."""

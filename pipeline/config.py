@@ -1,0 +1,92 @@
+"""The one configuration object of Loopline's training pipeline.
+
+Everything a run depends on lives here: names, paths (all under one home directory), the span
+range, tuning, training budget, blessing thresholds, the data gate's severity policy, Beam
+arguments and the ML Metadata connection. `PipelineConfig.quick()` is the smoke-run variant.
+No TFX import: the CLI, tests and notebooks build configs without loading TensorFlow.
+"""
+import dataclasses
+import os
+from typing import List, Optional, Tuple
+
+from components.data_gate import policy as policy_lib
+from loopline import home as home_lib
+from loopline import spans
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
+
+
+@dataclasses.dataclass(frozen=True)
+class MySQLConnection:
+  """ML Metadata on MySQL (as in a Kubeflow cluster)."""
+  host: str
+  port: int
+  database: str
+  username: str
+  password: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Configuration of the training pipeline. Paths are absolute after construction."""
+  home: str
+  pipeline_name: str = 'loopline-training'
+  model_name: str = home_lib.MODEL_NAME
+  data_root: str = os.path.join(REPO_ROOT, spans.SPANS_DIR)
+  span_pattern: str = spans.SPAN_PATTERN
+  schema_path: str = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
+  first_span: int = spans.TRAINING_SPANS[0]
+  last_span: int = spans.TRAINING_SPANS[1]
+  eval_hash_buckets: Tuple[int, int] = (4, 1)      # train : eval
+  enable_tuning: bool = True
+  max_trials: int = 4
+  tuner_train_steps: int = 600
+  train_steps: int = 2000
+  eval_steps: int = 20
+  min_auc: float = 0.85                           # absolute blessing threshold
+  max_auc_drop: float = 0.01                       # allowed AUC drop against the baseline
+  severity_policy: policy_lib.SeverityPolicy = dataclasses.field(
+      default_factory=policy_lib.SeverityPolicy)
+  beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
+  mysql: Optional[MySQLConnection] = None          # None: SQLite under the home directory
+  enable_cache: bool = True
+
+  def __post_init__(self):
+    for name in ('home', 'data_root', 'schema_path'):
+      value = getattr(self, name)
+      if '://' not in value:
+        object.__setattr__(self, name, os.path.abspath(value))
+    if self.first_span < 0 or self.last_span < self.first_span:
+      raise ValueError(f'invalid span range {self.first_span}-{self.last_span}')
+    if not 0.0 <= self.min_auc <= 1.0:
+      raise ValueError(f'min_auc must be within [0, 1], got {self.min_auc}')
+    if self.max_trials < 1 or self.train_steps < 1 or self.eval_steps < 1:
+      raise ValueError('max_trials, train_steps and eval_steps must be positive')
+
+  @classmethod
+  def quick(cls, home: str, **overrides) -> 'PipelineConfig':
+    """Smoke run: the full component chain on few steps and a two-trial search."""
+    settings = dict(max_trials=2, tuner_train_steps=100, train_steps=300, eval_steps=5)
+    settings.update(overrides)
+    return cls(home=home, **settings)
+
+  @property
+  def pipeline_root(self) -> str:
+    return home_lib.pipeline_root(self.home)
+
+  @property
+  def metadata_path(self) -> str:
+    return home_lib.metadata_path(self.home)
+
+  @property
+  def serving_model_dir(self) -> str:
+    """Where the Pusher writes versions: `<serving_dir>/<model_name>/<version>/`."""
+    return os.path.join(home_lib.serving_dir(self.home), self.model_name)
+
+  def describe(self) -> List[str]:
+    return [f'home: {self.home}',
+            f'spans: {self.first_span}-{self.last_span} under {self.data_root}',
+            f'tuning: {"on, " + str(self.max_trials) + " trials" if self.enable_tuning else "off"}',
+            f'metadata: {"MySQL " + self.mysql.host if self.mysql else self.metadata_path}']

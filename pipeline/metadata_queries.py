@@ -1,0 +1,96 @@
+"""Reading a pipeline run back from ML Metadata: which components ran, for how long, cached or not,
+and what they consumed and produced. Used by the run summary, the benchmark and the tests.
+"""
+import dataclasses
+from typing import Dict, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+PIPELINE_CONTEXT_TYPE = 'pipeline'
+RUN_CONTEXT_TYPE = 'pipeline_run'
+NODE_CONTEXT_TYPE = 'node'
+
+_STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+
+
+@dataclasses.dataclass
+class ExecutionRecord:
+  node_id: str
+  execution: metadata_store_pb2.Execution
+  inputs: Dict[str, List[metadata_store_pb2.Artifact]]
+  outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+
+  @property
+  def state(self) -> str:
+    return _STATE_NAMES.get(self.execution.last_known_state, 'UNKNOWN')
+
+  @property
+  def seconds(self) -> float:
+    return (self.execution.last_update_time_since_epoch -
+            self.execution.create_time_since_epoch) / 1000.0
+
+
+def open_store(connection_config) -> metadata_store.MetadataStore:
+  return metadata_store.MetadataStore(connection_config)
+
+
+def run_contexts(store: metadata_store.MetadataStore,
+                 pipeline_name: str) -> List[metadata_store_pb2.Context]:
+  """The pipeline's run contexts, oldest first."""
+  pipeline = store.get_context_by_type_and_name(PIPELINE_CONTEXT_TYPE, pipeline_name)
+  if pipeline is None:
+    return []
+  pipeline_execution_ids = {e.id for e in store.get_executions_by_context(pipeline.id)}
+  runs = []
+  for run in store.get_contexts_by_type(RUN_CONTEXT_TYPE):
+    if any(e.id in pipeline_execution_ids for e in store.get_executions_by_context(run.id)):
+      runs.append(run)
+  return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def latest_run(store: metadata_store.MetadataStore,
+               pipeline_name: str) -> Optional[metadata_store_pb2.Context]:
+  runs = run_contexts(store, pipeline_name)
+  return runs[-1] if runs else None
+
+
+def node_id_of(store: metadata_store.MetadataStore, execution_id: int) -> str:
+  for context in store.get_contexts_by_execution(execution_id):
+    if store.get_context_types_by_id([context.type_id])[0].name == NODE_CONTEXT_TYPE:
+      return context.name.split('.', 1)[-1]
+  return '?'
+
+
+def execution_records(store: metadata_store.MetadataStore,
+                      run: metadata_store_pb2.Context) -> List[ExecutionRecord]:
+  """Every execution of a run with its input and output artifacts by key, in start order."""
+  executions = sorted(store.get_executions_by_context(run.id),
+                      key=lambda e: (e.create_time_since_epoch, e.id))
+  events = store.get_events_by_execution_ids([e.id for e in executions])
+  artifacts = {a.id: a for a in store.get_artifacts_by_id(list({ev.artifact_id for ev in events}))}
+  records = {e.id: ExecutionRecord(node_id_of(store, e.id), e, {}, {}) for e in executions}
+  for event in events:
+    record = records[event.execution_id]
+    key = event.path.steps[0].key if event.path.steps else ''
+    if event.type in (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT):
+      record.inputs.setdefault(key, []).append(artifacts[event.artifact_id])
+    elif event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
+      record.outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+  return list(records.values())
+
+
+def custom_property(artifact: metadata_store_pb2.Artifact, name: str):
+  """A custom property's value (string, int or double), or None."""
+  if name not in artifact.custom_properties:
+    return None
+  value = artifact.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))
+
+
+def artifact_property(artifact: metadata_store_pb2.Artifact, name: str):
+  """A declared property's value (e.g. Examples' `span`), or None."""
+  if name not in artifact.properties:
+    return None
+  value = artifact.properties[name]
+  return getattr(value, value.WhichOneof('value'))

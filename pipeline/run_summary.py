@@ -1,0 +1,131 @@
+"""What a training run did, read back from ML Metadata, as a dict and as a short human summary."""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+
+from pipeline import metadata_queries as mq
+from pipeline import training_pipeline
+from pipeline.config import PipelineConfig
+
+HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
+SUMMARY_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
+                   'calibration', 'example_count')
+MIN_SLICE_EXAMPLES = 50     # smaller slices are too noisy to call "the worst"
+
+
+def _first(records: Dict[str, mq.ExecutionRecord], node: str, side: str, key: str):
+  record = records.get(node)
+  if record is None:
+    return None
+  artifacts = getattr(record, side).get(key) or []
+  return artifacts[0] if artifacts else None
+
+
+def slice_metrics(evaluation_uri: str) -> List[Dict[str, Any]]:
+  """[{'slice': 'payment_type=Cash', 'auc': ..., ...}] for every slice, overall first."""
+  result = tfma.load_eval_result(evaluation_uri)
+  rows = []
+  for slice_key, by_output in result.slicing_metrics:
+    values = by_output.get('', {}).get('', {})
+    row = {'slice': ', '.join(f'{k}={v}' for k, v in slice_key) or 'overall'}
+    for name in SUMMARY_METRICS:
+      if name in values:
+        row[name] = next(iter(values[name].values()))
+    rows.append(row)
+  return sorted(rows, key=lambda r: (r['slice'] != 'overall', r['slice']))
+
+
+def read_hyperparameters(artifact) -> Optional[Dict[str, Any]]:
+  if artifact is None:
+    return None
+  with open(os.path.join(artifact.uri, HYPERPARAMETERS_FILE)) as f:
+    return json.load(f).get('values')
+
+
+def collect(config: PipelineConfig) -> Dict[str, Any]:
+  """The latest run of the pipeline, from MLMD."""
+  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  run = mq.latest_run(store, config.pipeline_name)
+  if run is None:
+    raise LookupError(f'no run of pipeline {config.pipeline_name!r} in ML Metadata')
+  records = {r.node_id: r for r in mq.execution_records(store, run)}
+  summary: Dict[str, Any] = {
+      'run_id': run.name,
+      'components': [{'component': r.node_id, 'state': r.state, 'seconds': r.seconds}
+                     for r in records.values()],
+  }
+  examples = _first(records, 'SpanRangeCsvExampleGen', 'outputs', 'examples')
+  if examples is not None:
+    summary['spans'] = mq.custom_property(examples, 'span_range')
+    summary['span_versions'] = mq.custom_property(examples, 'span_versions')
+  report = _first(records, 'DataGate', 'outputs', 'report')
+  if report is not None:
+    summary['data_gate'] = {k: mq.custom_property(report, k)
+                            for k in ('verdict', 'num_warnings', 'num_blocking')}
+  hyperparameters = _first(records, 'Trainer', 'inputs', 'hyperparameters')
+  summary['hyperparameters'] = read_hyperparameters(hyperparameters)
+  summary['hyperparameters_source'] = (
+      'tuner (this run)' if 'Tuner' in records else
+      'last tuned (MLMD)' if hyperparameters is not None else 'model defaults')
+  evaluation = _first(records, 'Evaluator', 'outputs', 'evaluation')
+  if evaluation is not None:
+    slices = slice_metrics(evaluation.uri)
+    summary['overall'] = slices[0] if slices else {}
+    candidates = [s for s in slices[1:] if s.get('example_count', 0) >= MIN_SLICE_EXAMPLES
+                  and 'auc' in s]
+    summary['worst_slice'] = min(candidates, key=lambda s: s['auc']) if candidates else None
+  blessing = _first(records, 'Evaluator', 'outputs', 'blessing')
+  if blessing is not None:
+    summary['blessed'] = bool(mq.custom_property(blessing, 'blessed'))
+  model = _first(records, 'Trainer', 'outputs', 'model')
+  if model is not None:
+    summary['model_uri'] = os.path.join(model.uri, 'Format-Serving')
+  pushed = _first(records, 'AtomicPusher', 'outputs', 'pushed_model')
+  if pushed is not None and mq.custom_property(pushed, 'pushed'):
+    summary['pushed_version'] = mq.custom_property(pushed, 'pushed_version')
+    summary['pushed_path'] = mq.custom_property(pushed, 'pushed_destination')
+  return summary
+
+
+def _metric(row: Optional[Dict[str, Any]], name: str) -> str:
+  return f'{row[name]:.3f}' if row and name in row else 'n/a'
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+  """A short summary for people."""
+  lines = [f'Run {summary["run_id"]}']
+  ran = [c for c in summary['components'] if c['state'] == 'COMPLETE']
+  cached = [c for c in summary['components'] if c['state'] == 'CACHED']
+  lines.append(f'  components:      {len(ran)} executed, {len(cached)} from cache')
+  lines.append(f'  spans:           {summary.get("spans")} (versions {summary.get("span_versions")})')
+  gate = summary.get('data_gate') or {}
+  lines.append(f'  data gate:       {gate.get("verdict", "n/a")}: '
+               f'{gate.get("num_warnings", 0)} warning(s), {gate.get("num_blocking", 0)} blocking')
+  hp = summary.get('hyperparameters')
+  hp_text = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                      for k, v in sorted(hp.items())) if hp else 'defaults'
+  lines.append(f'  hyperparameters: {hp_text} [{summary.get("hyperparameters_source")}]')
+  overall = summary.get('overall')
+  lines.append(f'  eval (overall):  AUC {_metric(overall, "auc")}, PR-AUC '
+               f'{_metric(overall, "auc_precision_recall")}, accuracy '
+               f'{_metric(overall, "binary_accuracy")}, precision {_metric(overall, "precision")}, '
+               f'recall {_metric(overall, "recall")}, calibration '
+               f'{_metric(overall, "calibration")}, examples '
+               f'{int(overall.get("example_count", 0)) if overall else 0}')
+  worst = summary.get('worst_slice')
+  if worst:
+    lines.append(f'  worst slice:     {worst["slice"]}: AUC {_metric(worst, "auc")} '
+                 f'({int(worst.get("example_count", 0))} examples)')
+  holdout = summary.get('holdout')
+  if holdout:
+    lines.append(f'  future spans {holdout["spans"]}: AUC {holdout["auc"]:.3f}, accuracy '
+                 f'{holdout["accuracy"]:.3f} on {holdout["rows"]} rows (time-ordered holdout)')
+  lines.append(f'  blessed:         {"yes" if summary.get("blessed") else "no"}')
+  if summary.get('pushed_version'):
+    lines.append(f'  pushed:          version {summary["pushed_version"]} -> '
+                 f'{summary["pushed_path"]}')
+  else:
+    lines.append('  pushed:          nothing')
+  return '\n'.join(lines)

@@ -1,0 +1,148 @@
+"""The training pipeline: spans -> validated data -> Transform -> Tuner -> Trainer -> Evaluator
+-> AtomicPusher. `create_pipeline(config)` builds it for any runner (LocalDagRunner here,
+KubeflowV2DagRunner for Kubeflow); `metadata_connection_config(config)` is its MLMD store.
+"""
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.orchestration import metadata
+from tfx.proto import range_config_pb2
+
+from components.atomic_pusher.component import AtomicPusher
+from components.data_gate.component import DataGate
+from components.span_example_gen.component import SpanRangeCsvExampleGen
+from models import features
+from pipeline.config import PipelineConfig
+
+PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
+TUNER_FN = 'models.model.tuner_fn'
+RUN_FN = 'models.model.run_fn'
+
+# Finer histograms than TFDV's defaults (10 buckets, 20 top values): drift comparisons on these
+# statistics need them.
+STATS_OPTIONS = dict(num_histogram_buckets=50, num_quantiles_histogram_buckets=50,
+                     num_top_values=100, num_rank_histogram_buckets=100)
+
+
+def metadata_connection_config(config: PipelineConfig):
+  if config.mysql:
+    return metadata.mysql_metadata_connection_config(
+        host=config.mysql.host, port=config.mysql.port, database=config.mysql.database,
+        username=config.mysql.username, password=config.mysql.password)
+  return metadata.sqlite_metadata_connection_config(config.metadata_path)
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  """Sliced metrics with an absolute AUC threshold and a change threshold against the baseline."""
+  auc_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -config.max_auc_drop}))
+  metrics = [
+      tfma.MetricConfig(class_name='ExampleCount'),
+      # Thresholds on the overall slice only: small slices (one company, one hour) are too noisy
+      # to gate on; the run summary and the model-analysis notebook show the worst slices.
+      tfma.MetricConfig(class_name='AUC', per_slice_thresholds=[
+          tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                       threshold=auc_threshold)]),
+      tfma.MetricConfig(class_name='AUCPrecisionRecall'),
+      tfma.MetricConfig(class_name='BinaryAccuracy'),
+      tfma.MetricConfig(class_name='Precision'),
+      tfma.MetricConfig(class_name='Recall'),
+      tfma.MetricConfig(class_name='Calibration'),
+      tfma.MetricConfig(class_name='MeanLabel'),
+      tfma.MetricConfig(class_name='MeanPrediction'),
+      tfma.MetricConfig(class_name='CalibrationPlot'),
+  ]
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(signature_name=features.SERVING_SIGNATURE,
+                                  label_key=features.LABEL_KEY,
+                                  preprocessing_function_names=[features.TRANSFORM_SIGNATURE])],
+      slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[key])
+                                             for key in features.SLICE_FEATURES],
+      metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  """The training pipeline for `config` (see module docstring)."""
+  example_gen = SpanRangeCsvExampleGen(
+      input_base=config.data_root,
+      input_config=tfx.proto.Input(splits=[
+          tfx.proto.Input.Split(name='single_split', pattern=config.span_pattern)]),
+      output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+          tfx.proto.SplitConfig.Split(name='train', hash_buckets=config.eval_hash_buckets[0]),
+          tfx.proto.SplitConfig.Split(name='eval', hash_buckets=config.eval_hash_buckets[1])])),
+      range_config=range_config_pb2.RangeConfig(
+          static_range=range_config_pb2.StaticRange(
+              start_span_number=config.first_span, end_span_number=config.last_span)))
+  schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'],
+      schema=schema_importer.outputs['schema'],
+      stats_options=tfdv.StatsOptions(**STATS_OPTIONS))
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_importer.outputs['schema'])
+  data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
+                       severity_policy=config.severity_policy)
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_importer.outputs['schema'],
+      preprocessing_fn=PREPROCESSING_FN)
+  transform.add_upstream_node(data_gate)
+
+  components = [example_gen, statistics_gen, schema_importer, example_validator, data_gate,
+                transform]
+  if config.enable_tuning:
+    tuner = tfx.components.Tuner(
+        tuner_fn=TUNER_FN,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        train_args=tfx.proto.TrainArgs(num_steps=config.tuner_train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        custom_config={'max_trials': config.max_trials})
+    hyperparameters = tuner.outputs['best_hyperparameters']
+    components.append(tuner)
+  else:
+    # Tuning off: the last best hyperparameters this pipeline found (none: the model's defaults).
+    latest_hyperparameters = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
+    ).with_id('latest_hyperparameters_resolver')
+    hyperparameters = latest_hyperparameters.outputs['hyperparameters']
+    components.append(latest_hyperparameters)
+
+  trainer = tfx.components.Trainer(
+      run_fn=RUN_FN,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_importer.outputs['schema'],
+      hyperparameters=hyperparameters,
+      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps))
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_resolver.outputs['model'],
+      eval_config=eval_config(config))
+  pusher = AtomicPusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=config.serving_model_dir)))
+  components += [trainer, baseline_resolver, evaluator, pusher]
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=components,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config(config),
+      beam_pipeline_args=list(config.beam_pipeline_args))

@@ -1,0 +1,33 @@
+"""Loopline: an end-to-end TFX 1.16 pipeline, from versioned data to serving and back.
+
+Install with the tested pins: `pip install -c constraints.txt -e '.[test]'` (scripts/bootstrap.sh
+does this in .venv).
+"""
+import setuptools
+
+setuptools.setup(
+    name='loopline',
+    version='0.1.0',
+    description='End-to-end TFX pipeline: data, validation, training, serving, drift, retraining.',
+    python_requires='>=3.9,<3.11',
+    packages=setuptools.find_packages(include=[
+        'loopline', 'loopline.*', 'pipeline', 'pipeline.*', 'components', 'components.*',
+        'models', 'models.*', 'serving', 'serving.*']),
+    install_requires=[
+        'tfx[kfp]==1.16.0',
+        'apache-beam[gcp]==2.59.0',
+        'keras==3.6.0',
+        'tf-keras==2.16.0',
+        'kfp==2.5.0',
+        'tensorflow-serving-api==2.16.1',
+        'grpcio-health-checking',
+        'keras-tuner',
+        'scikit-learn',
+        'matplotlib',
+        'nbclient',
+        'nbformat',
+        'ipykernel',
+    ],
+    extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis']},
+    entry_points={'console_scripts': ['loopline=loopline.cli:main']},
+)

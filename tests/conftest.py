@@ -1,0 +1,47 @@
+"""Shared fixtures: a small, deterministic sample of the bundled spans."""
+import csv
+import os
+import shutil
+
+import pytest
+
+from loopline import spans as spans_lib
+from pipeline.config import REPO_ROOT
+
+SPANS_DIR = os.path.join(REPO_ROOT, spans_lib.SPANS_DIR)
+
+
+def read_span(span: int, spans_dir: str = SPANS_DIR):
+  with open(spans_lib.span_path(spans_dir, span), newline='') as f:
+    reader = csv.DictReader(f)
+    return reader.fieldnames, list(reader)
+
+
+def write_span(spans_dir: str, span: int, header, rows, version: int = 1) -> str:
+  path = spans_lib.span_path(spans_dir, span, version)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=header, lineterminator='\n', extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(rows)
+  return path
+
+
+def sample_spans(target_dir: str, spans=(1, 2), every: int = 4) -> str:
+  """Every `every`-th row of the given bundled spans, renumbered 1..n, under target_dir."""
+  for new_span, span in enumerate(spans, start=1):
+    header, rows = read_span(span)
+    write_span(target_dir, new_span, header, rows[::every])
+  return target_dir
+
+
+@pytest.fixture
+def sample_data_root(tmp_path):
+  return sample_spans(str(tmp_path / 'spans'))
+
+
+@pytest.fixture
+def repo_schema(tmp_path):
+  path = tmp_path / 'schema.pbtxt'
+  shutil.copy(os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt'), path)
+  return str(path)

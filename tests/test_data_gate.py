@@ -1,0 +1,126 @@
+"""The data gate's severity policy and executor on hand-made anomalies."""
+import json
+import os
+
+import pytest
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.types import standard_artifacts
+
+from components.data_gate import executor as gate_executor
+from components.data_gate import policy as policy_lib
+from components.data_gate import spec
+
+
+def _anomalies(**features) -> anomalies_pb2.Anomalies:
+  """{feature: [(type name, description)]} -> Anomalies proto, as ExampleValidator writes it."""
+  anomalies = anomalies_pb2.Anomalies()
+  for feature, reasons in features.items():
+    info = anomalies.anomaly_info[feature]
+    info.severity = anomalies_pb2.AnomalyInfo.ERROR
+    for type_name, description in reasons:
+      info.reason.add(type=anomalies_pb2.AnomalyInfo.Type.Value(type_name),
+                      short_description=description, description=description)
+  return anomalies
+
+
+def test_schema_breaks_block_and_name_the_feature():
+  anomalies = _anomalies(
+      payment_type=[('ENUM_TYPE_UNEXPECTED_STRING_VALUES', 'Unexpected values: Bitcoin')],
+      fare=[('FLOAT_TYPE_STRING_NOT_FLOAT', 'Expected FLOAT, got STRING')])
+  findings = policy_lib.classify({'train': anomalies}, policy_lib.SeverityPolicy())
+  assert {(f.feature, f.severity) for f in findings} == {
+      ('payment_type', 'blocking'), ('fare', 'blocking')}
+  message = policy_lib.blocking_message(findings)
+  assert 'payment_type: Unexpected values: Bitcoin' in message
+  assert 'fare: Expected FLOAT, got STRING' in message
+  assert '2 blocking anomalies in 2 feature(s)' in message
+
+
+def test_warning_types_and_feature_overrides_do_not_block():
+  anomalies = _anomalies(
+      company=[('ENUM_TYPE_UNEXPECTED_STRING_VALUES', 'new company')],
+      trip_miles=[('COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH', 'drift')],
+      extra=[('SCHEMA_NEW_COLUMN', 'new column')])
+  summary = policy_lib.summarize(policy_lib.classify({'eval': anomalies},
+                                                     policy_lib.SeverityPolicy()))
+  assert summary['verdict'] == 'warnings'
+  assert summary['num_warnings'] == 3 and summary['num_blocking'] == 0
+
+
+def test_unknown_types_block_by_default_and_policy_is_configurable():
+  anomalies = _anomalies(trip_seconds=[('INT_TYPE_SMALL_INT', 'negative duration')])
+  assert policy_lib.classify({'train': anomalies},
+                             policy_lib.SeverityPolicy())[0].severity == 'blocking'
+  lenient = policy_lib.SeverityPolicy(feature_severity={'trip_seconds': 'warning'})
+  assert policy_lib.classify({'train': anomalies}, lenient)[0].severity == 'warning'
+
+
+def test_clean_anomalies_give_a_clean_verdict():
+  summary = policy_lib.summarize(policy_lib.classify({'train': anomalies_pb2.Anomalies()},
+                                                     policy_lib.SeverityPolicy()))
+  assert summary == {'verdict': 'clean', 'num_blocking': 0, 'num_warnings': 0,
+                     'blocking': [], 'warnings': []}
+
+
+def test_policy_round_trips_through_json():
+  policy = policy_lib.SeverityPolicy(warning_types=frozenset({'SCHEMA_NEW_COLUMN'}),
+                                     feature_severity={'fare': 'warning'})
+  assert policy_lib.SeverityPolicy.from_json(policy.to_json()) == policy
+
+
+@pytest.mark.parametrize('text, message', [
+    ('not json', 'not valid JSON'),
+    ('[1]', 'must be a JSON object'),
+    ('{"blocking": []}', "unknown severity policy key"),
+    ('{"warning_types": ["NOT_A_TYPE"]}', "unknown anomaly type"),
+    ('{"feature_severity": {"fare": "fatal"}}', "feature 'fare': severity 'fatal'"),
+])
+def test_bad_policies_are_refused_with_a_clear_message(text, message):
+  with pytest.raises(policy_lib.PolicyError, match=message):
+    policy_lib.SeverityPolicy.from_json(text)
+
+
+def _anomalies_artifact(tmp_path, anomalies_by_split):
+  artifact = standard_artifacts.ExampleAnomalies()
+  artifact.uri = str(tmp_path / 'anomalies')
+  artifact.split_names = json.dumps(sorted(anomalies_by_split))
+  for split, anomalies in anomalies_by_split.items():
+    os.makedirs(os.path.join(artifact.uri, f'Split-{split}'))
+    with open(os.path.join(artifact.uri, f'Split-{split}', 'SchemaDiff.pb'), 'wb') as f:
+      f.write(anomalies.SerializeToString())
+  return artifact
+
+
+def _run_executor(tmp_path, anomalies_by_split):
+  report = spec.DataGateReport()
+  report.uri = str(tmp_path / 'report')
+  os.makedirs(report.uri)
+  gate_executor.Executor().Do(
+      {spec.ANOMALIES_KEY: [_anomalies_artifact(tmp_path, anomalies_by_split)]},
+      {spec.REPORT_KEY: [report]},
+      {spec.SEVERITY_POLICY_KEY: policy_lib.SeverityPolicy().to_json()})
+  return report
+
+
+def test_executor_records_warnings_on_its_output(tmp_path):
+  report = _run_executor(tmp_path, {
+      'train': _anomalies(company=[('ENUM_TYPE_UNEXPECTED_STRING_VALUES', 'new company')]),
+      'eval': anomalies_pb2.Anomalies()})
+  assert report.get_string_custom_property('verdict') == 'warnings'
+  assert report.get_int_custom_property('num_warnings') == 1
+  with open(os.path.join(report.uri, spec.REPORT_FILE)) as f:
+    assert json.load(f)['warnings'][0]['feature'] == 'company'
+
+
+def test_executor_stops_on_blocking_anomalies(tmp_path):
+  with pytest.raises(gate_executor.DataGateError, match='fare: Expected FLOAT'):
+    _run_executor(tmp_path, {'train': _anomalies(
+        fare=[('FLOAT_TYPE_STRING_NOT_FLOAT', 'Expected FLOAT, got STRING')])})
+  assert not os.listdir(tmp_path / 'report')
+
+
+def test_executor_names_a_missing_split_file(tmp_path):
+  artifact = _anomalies_artifact(tmp_path, {'train': anomalies_pb2.Anomalies()})
+  artifact.split_names = json.dumps(['train', 'eval'])
+  with pytest.raises(gate_executor.DataGateError, match="split 'eval' not found"):
+    gate_executor.load_anomalies(artifact)

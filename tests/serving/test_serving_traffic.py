@@ -1,0 +1,249 @@
+"""Canary routing, dynamic batching and version swaps under continuous load."""
+import asyncio
+import base64
+import collections
+import concurrent.futures
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import make_config, push
+from serving import metrics as metrics_lib
+from serving.batching import DynamicBatcher
+from serving.config import BatchingConfig, RequestLogConfig, parse_model_config_text
+from serving.errors import Code, ServingError
+from serving.server import ServerThread
+import serving_test_models as tm
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def b64(x, y=0.0):
+  return {'b64': base64.b64encode(tm.example(x, y)).decode()}
+
+
+def two_version_config(base: str, policy='specific { versions: 1 versions: 2 }', stable=1,
+                       canary=2) -> str:
+  labels = f'version_labels {{ key: "stable" value: {stable} }}'
+  if canary is not None:
+    labels += f' version_labels {{ key: "canary" value: {canary} }}'
+  return (f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+          f'model_version_policy {{ {policy} }} {labels} }} }}')
+
+
+@pytest.fixture
+def two_versions(built_models, tmp_path):
+  base = str(tmp_path / 'm')
+  push(built_models, 'w1', base, 1)
+  push(built_models, 'w2', base, 2)
+  return base
+
+
+def test_canary_weights_split_bare_name_requests(two_versions, tmp_path):
+  config = make_config(two_versions, model_config=parse_model_config_text(
+      two_version_config(two_versions)), canary_weights={'m': {'stable': 80, 'canary': 20}},
+                       request_log=RequestLogConfig(directory=str(tmp_path / 'logs')))
+  answered = collections.Counter()
+  with ServerThread(config) as server, requests.Session() as session:
+    for i in range(200):
+      response = session.post(server.rest_url + '/v1/models/m:predict',
+                              json={'instances': [b64(1.0)]}, headers={'X-Request-Id': f'r{i}'},
+                              timeout=30)
+      version = response.headers['X-Model-Version']
+      assert response.json() == {'predictions': [[float(version)]]}  # weight == version here
+      answered[version] += 1
+    pinned = session.post(server.rest_url + '/v1/models/m/versions/1:predict',
+                          json={'instances': [b64(1.0)]}, timeout=30)
+    assert pinned.headers['X-Model-Version'] == '1'  # Explicit versions are never re-routed.
+  assert 20 <= answered['2'] <= 70 and answered['1'] + answered['2'] == 200
+  from test_serving_request_log import read_logs
+  from serving.request_log import request_id_of
+  logged = {request_id_of(l): l.log_metadata.model_spec.version.value
+            for l in read_logs(tmp_path / 'logs')}
+  assert collections.Counter(str(v) for k, v in logged.items() if k.startswith('r')) == answered
+
+
+def test_sticky_routing_key_keeps_a_user_on_one_version(two_versions):
+  config = make_config(two_versions, model_config=parse_model_config_text(
+      two_version_config(two_versions)), canary_weights={'m': {'stable': 50, 'canary': 50}},
+                       sticky_header='X-Routing-Key')
+  with ServerThread(config) as server, requests.Session() as session:
+
+    def version_for(key):
+      return session.post(server.rest_url + '/v1/models/m:predict', json={'instances': [b64(1)]},
+                          headers={'X-Routing-Key': key}, timeout=30).headers['X-Model-Version']
+
+    assert len({version_for('user-7') for _ in range(10)}) == 1
+    assert {version_for(f'user-{i}') for i in range(40)} == {'1', '2'}
+
+
+def test_canary_falls_back_when_a_label_is_unassigned(two_versions):
+  config = make_config(two_versions, model_config=parse_model_config_text(
+      two_version_config(two_versions, canary=None)),
+                       canary_weights={'m': {'stable': 10, 'canary': 90}})
+  with ServerThread(config) as server, requests.Session() as session:
+    versions = {session.post(server.rest_url + '/v1/models/m:predict',
+                             json={'instances': [b64(1)]}, timeout=30).headers['X-Model-Version']
+                for _ in range(20)}
+  assert versions == {'1'}
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(two_versions):
+  batching = BatchingConfig(max_batch_size=4, batch_timeout_micros=2_000_000)
+  config = make_config(two_versions, batching=batching)
+  with ServerThread(config) as server:
+
+    def call(x):
+      response = requests.post(server.rest_url + '/v1/models/m:predict',
+                               json={'instances': [b64(x, 0.5)]}, timeout=30)
+      return response.json()['predictions']
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+      answers = list(pool.map(call, [1.0, 2.0, 3.0, 4.0]))
+    assert answers == [[[2.5]], [[4.5]], [[6.5]], [[8.5]]]
+    text = server.server.metrics.render()
+  assert 'loopline_serving_batch_size_count 1' in text  # One model call for four requests.
+  assert 'loopline_serving_batch_size_sum 4' in text
+
+
+def test_a_bad_request_fails_alone_inside_a_batch(two_versions):
+  batching = BatchingConfig(max_batch_size=3, batch_timeout_micros=2_000_000)
+  with ServerThread(make_config(two_versions, batching=batching)) as server:
+
+    def call(instance):
+      return requests.post(server.rest_url + '/v1/models/m:predict',
+                           json={'instances': [instance]}, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+      good, bad, good2 = pool.map(call, [b64(1.0), 'not a tf.Example', b64(2.0)])
+  assert good.json() == {'predictions': [[2.0]]} and good2.json() == {'predictions': [[4.0]]}
+  assert bad.status_code == 400 and 'parse' in bad.json()['error']
+
+
+def test_batching_off_still_answers(two_versions):
+  config = make_config(two_versions, batching=BatchingConfig(enabled=False))
+  with ServerThread(config) as server:
+    response = requests.post(server.rest_url + '/v1/models/m:predict',
+                             json={'instances': [b64(3.0)]}, timeout=30)
+  assert response.json() == {'predictions': [[6.0]]}
+
+
+def test_full_batch_queue_answers_unavailable():
+  release = threading.Event()
+
+  def blocking_run(inputs):
+    release.wait(timeout=30)
+    return {'y': inputs['x'] * 2}
+
+  async def scenario():
+    options = BatchingConfig(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1,
+                             max_enqueued_batches=1)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    batcher = DynamicBatcher(blocking_run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    first = asyncio.ensure_future(batcher.submit({'x': np.array([1.0])}))
+    await asyncio.sleep(0.2)  # The first request is now running (blocked) in the model thread.
+    second = asyncio.ensure_future(batcher.submit({'x': np.array([2.0])}))  # Fills the queue.
+    await asyncio.sleep(0)
+    with pytest.raises(ServingError) as info:
+      await batcher.submit({'x': np.array([3.0])})
+    release.set()
+    results = [(await first)['y'].tolist(), (await second)['y'].tolist()]
+    await batcher.close()
+    executor.shutdown()
+    return info.value, results
+
+  error, results = asyncio.run(scenario())
+  assert error.code == Code.UNAVAILABLE and error.http_status == 503
+  assert 'queue' in error.message and results == [[2.0], [4.0]]
+
+
+def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):
+  base = str(tmp_path / 'm')
+  push(built_models, 'w1', base, 1)
+  config_file = tmp_path / 'models.config'
+  config_file.write_text(two_version_config(base, policy='specific { versions: 1 }', canary=None))
+  config = make_config(base, model_config=None, model_config_file=str(config_file),
+                       model_config_file_poll_wait_seconds=0.1,
+                       canary_weights={'m': {'stable': 1}})
+  failures, answers = [], collections.Counter()
+  stop = threading.Event()
+  with ServerThread(config) as server:
+
+    def load(path):
+      with requests.Session() as session:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+          response = session.post(server.rest_url + path, json={'instances': [b64(1.0)]},
+                                  timeout=30)
+          if response.status_code != 200:
+            failures.append((path, response.status_code, response.text))
+          else:
+            answers[response.json()['predictions'][0][0]] += 1
+
+    threads = [threading.Thread(target=load, args=(p,)) for p in
+               ('/v1/models/m:predict', '/v1/models/m/labels/stable:predict') * 2]
+    for thread in threads:
+      thread.start()
+
+    def rewrite(text):
+      config_file.write_text(text)
+      os.utime(config_file, ns=(1, time.time_ns() + 10**9))
+
+    def wait_for(condition):
+      deadline = time.monotonic() + 30
+      while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+      assert condition()
+
+    time.sleep(0.3)
+    push(built_models, 'w2', base, 2)
+    rewrite(two_version_config(base, policy='specific { versions: 1 versions: 2 }', stable=2,
+                               canary=None))  # Load 2, then move stable to it.
+    wait_for(lambda: server.server.backend.manager.labels('m') == {'stable': 2})
+    rewrite(two_version_config(base, policy='specific { versions: 2 }', stable=2, canary=None))
+    wait_for(lambda: server.server.backend.available() == {'m': [2]})
+    settled = sum(answers.values())
+    wait_for(lambda: sum(answers.values()) > settled + 20)
+    stop.set()
+    for thread in threads:
+      thread.join(timeout=60)
+  assert failures == []
+  assert answers[1.0] > 0 and answers[2.0] > 20 and set(answers) == {1.0, 2.0}
+
+
+def test_new_latest_version_under_load_loses_no_request(built_models, tmp_path):
+  base = str(tmp_path / 'm')
+  push(built_models, 'w1', base, 1)
+  failures, versions = [], collections.Counter()
+  stop = threading.Event()
+  with ServerThread(make_config(base)) as server:
+
+    def load():
+      with requests.Session() as session:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+          response = session.post(server.rest_url + '/v1/models/m:predict',
+                                  json={'instances': [b64(1.0)]}, timeout=30)
+          if response.status_code == 200:
+            versions[response.headers['X-Model-Version']] += 1
+          else:
+            failures.append(response.text)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+      thread.start()
+    time.sleep(0.3)
+    push(built_models, 'w2', base, 2)
+    deadline = time.monotonic() + 30
+    while versions['2'] < 20 and time.monotonic() < deadline:
+      time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+      thread.join(timeout=60)
+    assert [(s.version, s.state) for s in server.server.backend.manager.status('m')] == [
+        (2, 'AVAILABLE'), (1, 'END')]
+  assert failures == [] and versions['1'] > 0 and versions['2'] >= 20

@@ -1,0 +1,160 @@
+"""`serve` as a real process: start-up banner, clean SIGTERM shutdown, and kill -9 during logging."""
+import argparse
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import portpicker
+import pytest
+import requests
+
+from conftest import push
+from serving import cli
+from serving import log_files
+from serving.config import ConfigError
+from serving.request_log import salvage_leftovers
+import serving_test_models as tm
+
+pytestmark = pytest.mark.timeout(240)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse(*argv, home=None):
+  """Parse like the `loopline` script does: global --home, then the subcommand."""
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--home')
+  subparsers = parser.add_subparsers()
+  cli.register(subparsers)
+  return parser.parse_args((['--home', str(home)] if home else []) + ['serve', *argv])
+
+
+def test_defaults_follow_the_home_layout_and_loopback_ports(tmp_path):
+  args = parse(home=tmp_path)
+  config = cli.config_from_args(args)
+  assert (config.rest_host, config.rest_port, config.grpc_host, config.grpc_port) == (
+      '127.0.0.1', 8501, '127.0.0.1', 8500)
+  entry = config.model_config.model_config_list.config[0]
+  assert (entry.name, entry.base_path) == ('big_tipper', str(tmp_path / 'serving' / 'big_tipper'))
+  assert config.request_log.directory == str(tmp_path / 'request_logs')
+  assert config.batching.enabled and args.func is cli.serve
+
+
+def test_cli_options_reach_the_config(tmp_path):
+  key_file = tmp_path / 'key'
+  key_file.write_bytes(b'k' * 32)
+  config = cli.config_from_args(parse(
+      '--canary', 'big_tipper:stable=90,canary=10', '--no-batching',
+      '--log-sampling-rate', '0.25', '--redact-feature', 'company', '--hash-feature', 'taxi_id',
+      '--log-hash-key-file', str(key_file), '--rest-host', '0.0.0.0', home=tmp_path))
+  assert config.canary_weights == {'big_tipper': {'stable': 90.0, 'canary': 10.0}}
+  assert not config.batching.enabled and config.request_log.sampling_rate == 0.25
+  assert config.privacy.hash_key == b'k' * 32 and config.rest_host == '0.0.0.0'
+  config.validate()
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    parse('--canary', 'stable=90')
+  with pytest.raises(SystemExit):
+    parse('--log-sampling-rate', '2')
+  config = cli.config_from_args(parse('--hash-feature', 'taxi_id', home=tmp_path))
+  with pytest.raises(ConfigError, match='secret key'):
+    config.validate()
+  assert cli.serve(parse('--mode', 'gateway', home=tmp_path)) == 1
+  assert '--upstream' in capsys.readouterr().err
+
+
+class ServeProcess:
+  """`python -m serving serve` on free loopback ports, its output collected by a thread."""
+
+  def __init__(self, home, *extra):
+    self.rest_port, self.grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+    self.process = subprocess.Popen(
+        [sys.executable, '-m', 'serving', '--home', str(home), 'serve',
+         '--rest-port', str(self.rest_port), '--grpc-port', str(self.grpc_port), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self.lines = []
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self):
+    for line in self.process.stdout:
+      self.lines.append(line)
+
+  @property
+  def output(self) -> str:
+    return ''.join(self.lines)
+
+  def wait_ready(self, timeout=120):
+    deadline = time.monotonic() + timeout
+    while 'AVAILABLE versions' not in self.output:
+      assert self.process.poll() is None, self.output
+      assert time.monotonic() < deadline, self.output
+      time.sleep(0.1)
+
+  def predict(self, x, request_id):
+    return requests.post(f'http://127.0.0.1:{self.rest_port}/v1/models/big_tipper:predict',
+                         json={'instances': [{'b64': base64.b64encode(tm.example(x)).decode()}]},
+                         headers={'X-Request-Id': request_id}, timeout=30)
+
+  def kill(self):
+    if self.process.poll() is None:
+      self.process.kill()
+      self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def home(built_models, tmp_path):
+  push(built_models, 'w2', str(tmp_path / 'serving' / 'big_tipper'), 1700000000)
+  return tmp_path
+
+
+def test_sigterm_answers_in_flight_requests_and_finalizes_logs(home):
+  server = ServeProcess(home)
+  try:
+    server.wait_ready()
+    assert f'127.0.0.1:{server.grpc_port}' in server.output
+    assert 'model big_tipper: AVAILABLE versions 1700000000' in server.output
+    for i in range(5):
+      assert server.predict(float(i), f'req-{i}').json() == {'predictions': [[2.0 * i]]}
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, server.output
+  finally:
+    server.kill()
+  server._reader.join(timeout=10)
+  assert 'Stopped.' in server.output
+  log_dir = home / 'request_logs'
+  names = os.listdir(log_dir)
+  assert names and all(log_files.is_log_file(n) for n in names)  # Nothing left half-written.
+  assert len(log_files.read_log_directory(str(log_dir))) == 5
+
+
+def test_kill_9_loses_at_most_the_open_file_which_is_then_salvaged(home):
+  log_dir = home / 'request_logs'
+  server = ServeProcess(home, '--log-max-file-mb', '0.002')  # ~2 KB files: frequent rotation.
+  sent = 0
+  try:
+    server.wait_ready()
+    deadline = time.monotonic() + 60
+    while (len([n for n in os.listdir(log_dir) if log_files.is_log_file(n)]) < 3 and
+           time.monotonic() < deadline):
+      assert server.predict(1.0, f'k{sent}').status_code == 200
+      sent += 1
+    for _ in range(5):  # Some more, likely still in the open file or the buffer.
+      server.predict(1.0, f'k{sent}')
+      sent += 1
+  finally:
+    server.kill()  # SIGKILL: no clean-up of any kind.
+  finalized = [n for n in os.listdir(log_dir) if log_files.is_log_file(n)]
+  assert len(finalized) >= 3
+  for name in finalized:
+    assert not log_files.read_records(str(log_dir / name)).truncated, name
+  before = len(log_files.read_log_directory(str(log_dir)))
+  salvage_leftovers(str(log_dir))  # What the next start does.
+  after = len(log_files.read_log_directory(str(log_dir)))
+  assert before <= after <= sent
+  assert not [n for n in os.listdir(log_dir) if n.startswith('.')]

@@ -1,0 +1,57 @@
+"""The command line: bad input is reported before any pipeline starts, with exit code 2."""
+import os
+
+import pytest
+
+from loopline import cli
+from loopline import spans
+
+
+def _run(capsys, *argv):
+  code = cli.main(list(argv))
+  return code, capsys.readouterr().err
+
+
+def test_missing_data_directory(tmp_path, capsys):
+  code, err = _run(capsys, '--home', str(tmp_path), 'train', '--quick',
+                   '--data-root', str(tmp_path / 'nowhere'))
+  assert code == cli.EXIT_BAD_INPUT
+  assert "data directory" in err and 'nowhere' in err and 'does not exist' in err
+
+
+def test_empty_span(sample_data_root, tmp_path, capsys):
+  open(spans.span_path(sample_data_root, 2), 'w').close()
+  code, err = _run(capsys, '--home', str(tmp_path), 'train', '--quick', '--spans', '1-2',
+                   '--data-root', sample_data_root)
+  assert code == cli.EXIT_BAD_INPUT and 'span-2/version-1/data.csv is empty' in err
+
+
+def test_malformed_schema(sample_data_root, tmp_path, capsys):
+  schema = tmp_path / 'schema.pbtxt'
+  schema.write_text('feature { name: "fare" type: FLAOT }')
+  code, err = _run(capsys, '--home', str(tmp_path), 'train', '--quick', '--spans', '1-2',
+                   '--data-root', sample_data_root, '--schema', str(schema))
+  assert code == cli.EXIT_BAD_INPUT and 'is malformed' in err and 'FLAOT' in err
+
+
+def test_missing_schema(sample_data_root, tmp_path, capsys):
+  code, err = _run(capsys, '--home', str(tmp_path), 'train', '--quick', '--spans', '1-2',
+                   '--data-root', sample_data_root, '--schema', str(tmp_path / 'none.pbtxt'))
+  assert code == cli.EXIT_BAD_INPUT and 'none.pbtxt' in err and 'does not exist' in err
+
+
+@pytest.mark.parametrize('text', ['a-b', '5-1', '-1'])
+def test_bad_span_range_is_a_usage_error(text, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.build_parser().parse_args(['train', '--spans', text])
+  assert exit_info.value.code == 2
+  assert 'span range' in capsys.readouterr().err
+
+
+def test_home_comes_from_flag_then_environment(monkeypatch, tmp_path):
+  from loopline import home
+  monkeypatch.setenv('LOOPLINE_HOME', str(tmp_path / 'env'))
+  assert home.resolve_home(None) == str(tmp_path / 'env')
+  assert home.resolve_home(str(tmp_path / 'flag')) == str(tmp_path / 'flag')
+  monkeypatch.delenv('LOOPLINE_HOME')
+  assert home.resolve_home(None) == os.path.abspath('loopline_home')

@@ -1,0 +1,137 @@
+"""The training pipeline end to end on LocalDagRunner, checked through ML Metadata.
+
+A small sample (two spans, a quarter of their rows) and few steps: every component runs once and
+the model is blessed and pushed; a rerun with nothing changed comes from the cache and pushes
+nothing new; with tuning off the Trainer reuses the tuned hyperparameters found in MLMD; a span
+with broken data stops at the data gate, naming the features, and nothing new is pushed.
+"""
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from components.data_gate.executor import DataGateError
+from loopline import cli
+from loopline import examples as examples_lib
+from models import features
+from pipeline import metadata_queries as mq
+from pipeline import training_pipeline
+from pipeline.config import PipelineConfig
+from tests.conftest import read_span, sample_spans, write_span
+
+pytestmark = pytest.mark.timeout(900)
+
+BEFORE_EVALUATOR = ('SpanRangeCsvExampleGen', 'ImportSchemaGen', 'StatisticsGen',
+                    'ExampleValidator', 'DataGate', 'Transform', 'Tuner', 'Trainer')
+
+
+def _config(home, data_root, **overrides):
+  settings = dict(data_root=data_root, first_span=1, last_span=2, min_auc=0.7)
+  settings.update(overrides)
+  return PipelineConfig.quick(home, **settings)
+
+
+def _records(config, run_index=-1):
+  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  run = mq.run_contexts(store, config.pipeline_name)[run_index]
+  return {r.node_id: r for r in mq.execution_records(store, run)}
+
+
+def _versions(config):
+  return sorted(os.listdir(config.serving_model_dir))
+
+
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp('e2e')
+  config = _config(str(base / 'home'), sample_spans(str(base / 'spans')))
+  summary = cli.train(config)
+  return config, summary
+
+
+def test_every_component_runs_once_and_the_model_is_pushed(first_run):
+  config, summary = first_run
+  records = _records(config)
+  assert set(records) == set(BEFORE_EVALUATOR) | {
+      'latest_blessed_model_resolver', 'Evaluator', 'AtomicPusher'}
+  assert {r.state for n, r in records.items() if not n.endswith('resolver')} == {'COMPLETE'}
+  assert summary['blessed'] is True
+  assert summary['overall']['auc'] > 0.7
+  assert _versions(config) == [summary['pushed_version']]
+
+
+def test_mlmd_records_the_spans_the_run_used(first_run):
+  config, _ = first_run
+  examples = _records(config)['SpanRangeCsvExampleGen'].outputs['examples'][0]
+  assert mq.custom_property(examples, 'span_range') == '1-2'
+  assert mq.custom_property(examples, 'span_versions') == '1:1,2:1'
+  assert mq.custom_property(examples, 'span') == 2
+  trainer_examples = _records(config)['Trainer'].inputs['examples'][0]
+  transform_inputs = _records(config)['Transform'].inputs['examples'][0]
+  assert transform_inputs.id == examples.id and trainer_examples.id != examples.id
+
+
+def test_pushed_model_answers_serialized_examples(first_run):
+  config, summary = first_run
+  model = tf.saved_model.load(summary['pushed_path'])
+  serve = model.signatures[features.SERVING_SIGNATURE]
+  _, rows = read_span(3)
+  types = examples_lib.feature_types(
+      __import__('tensorflow_data_validation').load_schema_text(config.schema_path))
+  types.pop(features.LABEL_KEY)
+  batch = examples_lib.rows_to_serialized_examples(rows[:16], types)
+  probabilities = serve(**{features.SERVING_INPUT_KEY: tf.constant(batch)})[
+      features.PREDICTION_KEY].numpy()
+  assert probabilities.shape == (16, 1)
+  assert ((probabilities > 0) & (probabilities < 1)).all()
+  assert len(set(probabilities.reshape(-1).round(4))) > 1
+  transform = model.signatures[features.TRANSFORM_SIGNATURE]
+  assert 'fare_log_z_score_xf' in transform(**{features.SERVING_INPUT_KEY: tf.constant(batch)})
+
+
+def test_rerun_with_nothing_changed_comes_from_cache(first_run):
+  config, first_summary = first_run
+  versions_before = _versions(config)
+  summary = cli.train(config)
+  records = _records(config)
+  assert {n: records[n].state for n in BEFORE_EVALUATOR} == {
+      n: 'CACHED' for n in BEFORE_EVALUATOR}
+  assert summary['pushed_version'] == first_summary['pushed_version']
+  assert _versions(config) == versions_before
+
+
+def test_tuning_off_reuses_the_last_tuned_hyperparameters(first_run):
+  config, _ = first_run
+  tuned = _records(config, 0)['Tuner'].outputs['best_hyperparameters'][0]
+  no_tuning = _config(config.home, config.data_root, enable_tuning=False)
+  summary = cli.train(no_tuning)
+  records = _records(no_tuning)
+  assert 'Tuner' not in records
+  assert records['Trainer'].inputs['hyperparameters'][0].id == tuned.id
+  assert records['Trainer'].state == 'CACHED'            # same data, same hyperparameters
+  assert summary['hyperparameters_source'] == 'last tuned (MLMD)'
+
+
+def test_broken_span_stops_at_the_gate_and_pushes_nothing(first_run, tmp_path):
+  config, _ = first_run
+  data_root = str(tmp_path / 'spans')
+  shutil.copytree(config.data_root, data_root)
+  header, rows = read_span(3)
+  rows = rows[::4]
+  for i, row in enumerate(rows):
+    if i % 10 == 0:
+      row['payment_type'] = 'Bitcoin'            # unseen value of a closed domain
+    if i % 7 == 0:
+      row['trip_miles'] = 'n/a'                  # a number turned into text
+  write_span(data_root, 3, [c for c in header if c != 'fare'], rows)    # a column dropped
+  versions_before = _versions(config)
+  broken = _config(config.home, data_root, last_span=3)
+  with pytest.raises(DataGateError) as error:
+    cli.train(broken)
+  message = str(error.value)
+  for feature in ('payment_type', 'trip_miles', 'fare'):
+    assert f'  - {feature}: ' in message, message
+  records = _records(broken)
+  assert 'Transform' not in records and 'AtomicPusher' not in records
+  assert _versions(config) == versions_before

@@ -41,6 +41,7 @@ class ModelServer:
     self.rest = None
     self.grpc = None
     self.rest_port = self.grpc_port = None
+    self._stopped = False
 
   async def start(self):
     await self.backend.start()
@@ -52,7 +53,12 @@ class ModelServer:
     self.grpc_port = await self.grpc.start(self.config.grpc_host, self.config.grpc_port)
 
   async def stop(self):
-    """Stop listening, answer in-flight requests, then flush and finalize the request log."""
+    """Stop listening, answer in-flight requests, then flush and finalize the request log.
+
+    Calling it again does nothing."""
+    if self._stopped:
+      return
+    self._stopped = True
     grace = self.config.shutdown_grace_seconds
     if self.rest is not None:
       await self.rest.stop(grace)

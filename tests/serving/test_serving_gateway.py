@@ -12,7 +12,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from conftest import SHARED_CONFIG, make_config
+from conftest import SHARED_CONFIG
 from serving.config import RequestLogConfig, ServerConfig
 from serving.request_log import request_id_of
 from serving.server import ServerThread
@@ -83,7 +83,7 @@ def test_canary_is_sticky_and_logged_through_the_gateway(gateway):
       seen.setdefault(i % 6, set()).add(response.headers['X-Model-Version'])
   assert all(len(v) == 1 for v in seen.values())
   assert set().union(*seen.values()) == {'1', '2'}
-  server.call(server.server.stop())  # Finalize the gateway's log (the fixture's stop is a no-op).
+  server.call(server.server.stop())  # Finalize the gateway's log; stopping twice is harmless.
   logged = {request_id_of(l): l.log_metadata.model_spec.version.value for l in read_logs(log_dir)}
   assert logged['gw-1'] == 1
   assert {logged[f'canary-{i}'] for i in range(30)} == {1, 2}

@@ -68,7 +68,8 @@ def test_requests_are_logged_with_metadata_and_request_ids(model_dir, tmp_path):
   assert abs(first.log_metadata.timestamp_secs - time.time()) < 120
   assert first.log_metadata.sampling_config.sampling_rate == 1.0
   logged = tf.make_ndarray(logs[1].predict_log.request.inputs['examples'])
-  assert list(logged) == [tm.example(2.0, 1.0)]
+  assert [tf.train.Example.FromString(e) for e in logged] == [
+      tf.train.Example.FromString(tm.example(2.0, 1.0))]
   assert tf.make_ndarray(logs[1].predict_log.response.outputs['probabilities']).tolist() == [[5.0]]
   # TFX's own PredictionLog -> tf.Example converter reads our records.
   spec = bulk_inferrer_pb2.OutputExampleSpec(output_columns_spec=[

@@ -194,20 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
   split_parser.add_argument('--out', default=spans_lib.SPANS_DIR)
   split_parser.set_defaults(func=_cmd_data_split)
 
-  for register in _extension_registrations():
+  for register in _subsystem_commands():
     register(commands)
   return parser
 
 
-def _extension_registrations():
-  """Subcommands that live with their subsystem (e.g. `serve` in serving/cli.py)."""
-  registrations = []
-  try:
-    from serving import cli as serving_cli
-    registrations.append(serving_cli.register)
-  except ImportError:
-    pass
-  return registrations
+def _subsystem_commands():
+  """Subcommands that live with their subsystem: each module has `register(subparsers)`."""
+  from serving import cli as serving_cli
+  return [serving_cli.register]
 
 
 def main(argv=None) -> int:

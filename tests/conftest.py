@@ -45,3 +45,20 @@ def repo_schema(tmp_path):
   path = tmp_path / 'schema.pbtxt'
   shutil.copy(os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt'), path)
   return str(path)
+
+
+@pytest.fixture(scope='session')
+def trained_home(tmp_path_factory):
+  """One quick training run on the sample (spans 1-2), shared read-only by the whole session.
+
+  Returns (PipelineConfig, run summary). Tests that change the home (promote a model, add runs)
+  must work on a copy: `shutil.copytree(config.home, ...)` keeps MLMD's absolute artifact URIs
+  pointing at this run's artifacts, which is fine for reading.
+  """
+  from loopline import cli
+  from pipeline.config import PipelineConfig
+  base = tmp_path_factory.mktemp('trained')
+  config = PipelineConfig.quick(str(base / 'home'),
+                                data_root=sample_spans(str(base / 'spans')),
+                                first_span=1, last_span=2, min_auc=0.7)
+  return config, cli.train(config)

@@ -34,3 +34,17 @@ def request_log_dir(home: str) -> str:
 
 def reports_dir(home: str) -> str:
   return os.path.join(home, 'reports')
+
+
+def serving_config_path(home: str) -> str:
+  """TF Serving's `models.config` (model_config_list with version labels) for the home's models.
+
+  The embedded server reads it (and re-reads it on change); the model registry writes it
+  atomically when a version is promoted or rolled back; a real TF Serving can read the same file.
+  """
+  return os.path.join(serving_dir(home), 'models.config')
+
+
+def feedback_dir(home: str) -> str:
+  """Ground truth delivered for logged requests (request id -> label files)."""
+  return os.path.join(home, 'feedback')

@@ -54,3 +54,10 @@ def test_schema_feature_types_match_the_transform_inputs():
     assert BY_NAME[name].type == schema_pb2.INT, name
   for name in features.STRING_CATEGORICAL_FEATURES:
     assert BY_NAME[name].type == schema_pb2.BYTES, name
+
+
+def test_every_payment_type_in_the_bundled_data_is_in_the_domain():
+  domain = set(next(d for d in SCHEMA.string_domain if d.name == 'payment_type').value)
+  for span in range(1, 9):
+    _, rows = read_span(span)
+    assert {r['payment_type'] for r in rows} <= domain, span

@@ -129,7 +129,9 @@ class BatchingConfig:
   """Server-side dynamic batching (TF Serving's `--enable_batching` parameters)."""
   enabled: bool = True
   max_batch_size: int = 32
-  batch_timeout_micros: int = 1000
+  # 0: a batch starts as soon as a batch thread is free and takes everything queued meanwhile, so
+  # batches grow with load without delaying a lone request.
+  batch_timeout_micros: int = 0
   num_batch_threads: int = 1
   max_enqueued_batches: int = 64
 

@@ -1,9 +1,9 @@
 """TF Serving's gRPC API on the official servicer classes of `tensorflow-serving-api` (grpc.aio).
 
-PredictionService: Predict, Classify, Regress, GetModelMetadata (MultiInference answers
-UNIMPLEMENTED). ModelService: GetModelStatus, HandleReloadConfigRequest. Plus grpc.health.v1.
-Request ids travel in the `x-request-id` metadata (echoed or generated, sent back as initial
-metadata with `x-model-version`).
+PredictionService: Predict, Classify, Regress, MultiInference, GetModelMetadata. ModelService:
+GetModelStatus, HandleReloadConfigRequest. Plus grpc.health.v1.
+Request ids travel in the `x-request-id` metadata (echoed or generated, sent back in the
+trailing metadata with `x-model-version`).
 """
 import functools
 
@@ -12,6 +12,7 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
@@ -22,6 +23,7 @@ from serving import protos
 from serving.backend import Target
 from serving.config import DEFAULT_SIGNATURE, ServerConfig
 from serving.errors import Code, ServingError, invalid_argument
+from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.service import Answer, CallContext, InferenceService, request_id_or_new
 
 PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
@@ -71,9 +73,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     return ctx
 
   @staticmethod
-  async def _announce(context, ctx: CallContext, answer: Answer):
-    await context.send_initial_metadata((('x-request-id', ctx.request_id),
-                                         ('x-model-version', str(answer.version))))
+  def _announce(context, ctx: CallContext, answer: Answer):
+    """Request id and answering version in the trailing metadata (no extra send operation)."""
+    context.set_trailing_metadata((('x-request-id', ctx.request_id),
+                                   ('x-model-version', str(answer.version))))
 
   @_with_status
   async def Predict(self, request, context):
@@ -90,7 +93,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         model_spec=protos.model_spec(answer.model_name, answer.version, signature_name))
     for alias, array in answer.outputs.items():
       response.outputs[alias].CopyFrom(protos.tensor_from_array(array))
-    await self._announce(context, ctx, answer)
+    self._announce(context, ctx, answer)
     return response
 
   @_with_status
@@ -99,7 +102,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     answer = await self._service.classify(ctx, _target(request.model_spec), signature_name,
                                           protos.examples_from_input(request.input))
-    await self._announce(context, ctx, answer)
+    self._announce(context, ctx, answer)
     return classification_pb2.ClassificationResponse(
         model_spec=protos.model_spec(answer.model_name, answer.version, signature_name),
         result=protos.classification_result(answer.classes, answer.scores))
@@ -110,15 +113,46 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     answer = await self._service.regress(ctx, _target(request.model_spec), signature_name,
                                          protos.examples_from_input(request.input))
-    await self._announce(context, ctx, answer)
+    self._announce(context, ctx, answer)
     return regression_pb2.RegressionResponse(
         model_spec=protos.model_spec(answer.model_name, answer.version, signature_name),
         result=protos.regression_result(answer.values))
 
   @_with_status
   async def MultiInference(self, request, context):
-    raise ServingError(Code.UNIMPLEMENTED, 'MultiInference is not supported by this server; '
-                       'send Classify and Regress requests')
+    """Classify and/or regress one input with several signatures of one model.
+
+    Each task is served (and logged) like the matching Classify / Regress call.
+    """
+    ctx = await self._begin(context)
+    if not request.tasks:
+      raise invalid_argument('MultiInferenceRequest has no tasks')
+    names = {task.model_spec.name for task in request.tasks}
+    if len(names) != 1:
+      raise invalid_argument('All ModelSpecs in a MultiInferenceRequest must access the same '
+                             'model name')
+    signatures = [task.model_spec.signature_name or DEFAULT_SIGNATURE for task in request.tasks]
+    if len(set(signatures)) != len(signatures):
+      raise invalid_argument('Duplicate evaluation of signature: '
+                             f'{[s for s in signatures if signatures.count(s) > 1][0]}')
+    examples = protos.examples_from_input(request.input)
+    response = inference_pb2.MultiInferenceResponse()
+    for task, signature_name in zip(request.tasks, signatures):
+      target = _target(task.model_spec)
+      result = response.results.add()
+      if task.method_name == CLASSIFY_METHOD:
+        answer = await self._service.classify(ctx, target, signature_name, examples)
+        result.classification_result.CopyFrom(
+            protos.classification_result(answer.classes, answer.scores))
+      elif task.method_name == REGRESS_METHOD:
+        answer = await self._service.regress(ctx, target, signature_name, examples)
+        result.regression_result.CopyFrom(protos.regression_result(answer.values))
+      else:
+        raise invalid_argument(f'Unsupported signature method_name: {task.method_name}')
+      result.model_spec.CopyFrom(
+          protos.model_spec(answer.model_name, answer.version, signature_name))
+    self._announce(context, ctx, answer)
+    return response
 
   @_with_status
   async def GetModelMetadata(self, request, context):

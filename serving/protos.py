@@ -3,6 +3,8 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -11,21 +13,31 @@ from tensorflow_serving.apis import input_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from serving import log_encoding
 from serving.errors import invalid_argument
 
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 
 
 def array_from_tensor(alias: str, tensor) -> np.ndarray:
+  """A TensorProto as numpy (strings as an object array of bytes); INVALID_ARGUMENT if malformed."""
+  shape = [d.size for d in tensor.tensor_shape.dim]
   try:
-    array = tf.make_ndarray(tensor)
+    if tensor.dtype == types_pb2.DT_STRING and not tensor.tensor_content:
+      values = np.empty(len(tensor.string_val), dtype=object)
+      values[:] = list(tensor.string_val)
+      return values.reshape(shape)
+    return tf.make_ndarray(tensor)
   except Exception as e:  # pylint: disable=broad-except  # Any malformed TensorProto.
     raise invalid_argument(f'Input {alias!r} is not a valid TensorProto: {e}') from None
-  return array
 
 
-def tensor_from_array(array: np.ndarray):
-  return tf.make_tensor_proto(array)
+def tensor_from_array(array: np.ndarray) -> tensor_pb2.TensorProto:
+  """numpy -> TensorProto, through the fast wire encoding when the dtype has one."""
+  encoded = log_encoding.tensor(array)
+  if encoded is None:
+    return tf.make_tensor_proto(array)
+  return tensor_pb2.TensorProto.FromString(encoded)
 
 
 def model_spec(name: str, version: int | None = None, signature_name: str | None = None,

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from serving import log_encoding
 from serving import log_files
 from serving import metrics as metrics_lib
 from serving import protos
@@ -96,11 +97,38 @@ def split_by_example(record: LogRecord) -> list[tuple[int | None, LogRecord]]:
           for i in range(len(record.examples))]
 
 
-def to_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
-                       sampling_rate: float) -> list[prediction_log_pb2.PredictionLog]:
-  """One PredictionLog per example, with privacy rules applied to every logged tf.Example."""
-  return [_prediction_log(piece, index, privacy, sampling_rate)
-          for index, piece in split_by_example(record)]
+def _origin(record: LogRecord, index: int | None) -> str:
+  return REQUEST_ID_PREFIX + record.request_id + ('' if index is None else f';example={index}')
+
+
+def _private_inputs(record: LogRecord, privacy: PrivacyFilter) -> dict:
+  if not privacy.active:
+    return record.inputs
+  return {alias: np.vectorize(privacy.apply_serialized, otypes=[object])(array)
+          if alias == privacy.example_input_key and array.dtype == object and array.size else array
+          for alias, array in record.inputs.items()}
+
+
+def serialized_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
+                               sampling_rate: float) -> list[bytes]:
+  """One serialized PredictionLog per example, privacy rules applied to every logged tf.Example.
+
+  Predict logs of common dtypes take the fast wire encoding; the rest goes through protobuf.
+  """
+  if record.kind == 'predict':
+    record = dataclasses.replace(record, inputs=_private_inputs(record, privacy))
+  serialized = []
+  for index, piece in split_by_example(record):
+    encoded = None
+    if piece.kind == 'predict':
+      encoded = log_encoding.predict_log(
+          piece.model_name, piece.version, piece.signature_name, sampling_rate,
+          int(piece.timestamp), _origin(piece, index), piece.inputs, piece.outputs,
+          piece.output_filter)
+    if encoded is None:
+      encoded = _prediction_log(piece, index, privacy, sampling_rate).SerializeToString()
+    serialized.append(encoded)
+  return serialized
 
 
 def _prediction_log(record: LogRecord, index: int | None, privacy: PrivacyFilter,
@@ -112,13 +140,10 @@ def _prediction_log(record: LogRecord, index: int | None, privacy: PrivacyFilter
   metadata.sampling_config.sampling_rate = sampling_rate
   metadata.saved_model_tags.append('serve')
   metadata.timestamp_secs = int(record.timestamp)
-  metadata.request_origin = REQUEST_ID_PREFIX + record.request_id + (
-      '' if index is None else f';example={index}')
-  if record.kind == 'predict':
+  metadata.request_origin = _origin(record, index)
+  if record.kind == 'predict':  # Inputs already went through the privacy rules.
     request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(record.output_filter))
     for alias, array in record.inputs.items():
-      if privacy.active and alias == privacy.example_input_key and array.dtype == object:
-        array = np.vectorize(privacy.apply_serialized, otypes=[object])(array)
       request.inputs[alias].CopyFrom(protos.tensor_from_array(array))
     response = predict_pb2.PredictResponse(model_spec=spec)
     for alias, array in record.outputs.items():
@@ -235,8 +260,8 @@ class RequestLogger:
 
   def _write(self, record: LogRecord):
     try:
-      logs = to_prediction_logs(record, self._privacy, self.config.sampling_rate)
-      framed = b''.join(log_files.frame_record(p.SerializeToString()) for p in logs)
+      logs = serialized_prediction_logs(record, self._privacy, self.config.sampling_rate)
+      framed = b''.join(log_files.frame_record(p) for p in logs)
     except Exception:  # pylint: disable=broad-except  # A bad record must not stop the writer.
       log.exception('Cannot convert a request to a PredictionLog; dropped')
       self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')

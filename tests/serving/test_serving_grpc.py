@@ -60,7 +60,7 @@ def test_predict_by_version_label_and_latest(predictions):
   assert tf.make_ndarray(response.outputs['probabilities']).tolist() == [[1.0], [3.0]]
   assert response.model_spec.name == 'm' and response.model_spec.version.value == 1
   assert response.model_spec.signature_name == 'serving_default'
-  assert dict(call.initial_metadata())['x-model-version'] == '1'
+  assert dict(call.trailing_metadata())['x-model-version'] == '1'
   canary = predictions.Predict(predict_request(label='canary'), timeout=30)
   assert canary.model_spec.version.value == 2
   assert predictions.Predict(predict_request(), timeout=30).model_spec.version.value == 2
@@ -76,7 +76,7 @@ def test_predict_output_filter_and_request_id(predictions):
                                                  metadata=[('x-request-id', 'grpc-req-1')])
   assert list(response.outputs) == ['sums']
   assert tf.make_ndarray(response.outputs['sums']).tolist() == [8.0]
-  assert dict(call.initial_metadata())['x-request-id'] == 'grpc-req-1'
+  assert dict(call.trailing_metadata())['x-request-id'] == 'grpc-req-1'
 
 
 def test_predict_status_codes(predictions):
@@ -102,8 +102,6 @@ def test_predict_status_codes(predictions):
   bad_filter.output_filter.append('nope')
   expect_error(predictions.Predict, bad_filter, grpc.StatusCode.INVALID_ARGUMENT,
                'output tensor alias not found in signature: nope')
-  expect_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest(),
-               grpc.StatusCode.UNIMPLEMENTED, 'MultiInference')
 
 
 def test_classify_and_regress(predictions):
@@ -173,3 +171,63 @@ def test_tfx_infra_validator_client_sees_ready_and_gets_answers(shared_server):
   classify_client.SendRequests([request])
   missing = tensorflow_serving_client.TensorFlowServingClient(shared_server.grpc_target, 'nope')
   assert missing._GetServingStatus() == types.ModelServingStatus.NOT_READY  # pylint: disable=protected-access
+
+
+def test_multi_inference(predictions):
+  request = inference_pb2.MultiInferenceRequest()
+  for signature, method in (('classify_it', 'tensorflow/serving/classify'),
+                            ('regress_it', 'tensorflow/serving/regress')):
+    task = request.tasks.add(method_name=method)
+    task.model_spec.name, task.model_spec.signature_name = 'cr', signature
+  request.input.example_list.examples.add().features.feature['x'].float_list.value.append(1.0)
+  response = predictions.MultiInference(request, timeout=30)
+  classify, regress = response.results
+  assert [c.label for c in classify.classification_result.classifications[0].classes] == [
+      'no', 'yes']
+  assert regress.regression_result.regressions[0].value == 2.0
+  assert regress.model_spec.version.value == 7
+  request.tasks[1].model_spec.name = 'm'
+  expect_error(predictions.MultiInference, request, grpc.StatusCode.INVALID_ARGUMENT,
+               'same model name')
+  request.tasks[1].model_spec.name = 'cr'
+  request.tasks[1].method_name = 'tensorflow/serving/predict'
+  expect_error(predictions.MultiInference, request, grpc.StatusCode.INVALID_ARGUMENT,
+               'Unsupported signature method_name')
+  expect_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest(),
+               grpc.StatusCode.INVALID_ARGUMENT, 'no tasks')
+
+
+def test_reload_config_replaces_models_and_refuses_bad_configs(built_models, tmp_path):
+  from conftest import make_config, push
+  from serving.config import parse_model_config_text
+  from serving.server import ServerThread
+  from tensorflow_serving.apis import model_management_pb2
+  root = tmp_path / 'serving'
+  push(built_models, 'w1', str(root / 'm'), 1)
+  push(built_models, 'w2', str(root / 'm'), 2)
+  config = make_config(str(root / 'm'), model_root=str(root))
+
+  def reload(text):
+    return model_management_pb2.ReloadConfigRequest(config=parse_model_config_text(text))
+
+  with ServerThread(config) as server, grpc.insecure_channel(server.grpc_target) as channel:
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = models.HandleReloadConfigRequest(reload(
+        'model_config_list { config { name: "m" base_path: "m" model_version_policy { all {} } '
+        'version_labels { key: "stable" value: 1 } } }'), timeout=60)
+    assert response.status.error_code == 0
+    assert predictions.Predict(predict_request(label='stable'), timeout=30).model_spec.version.value == 1
+    expect_error(models.HandleReloadConfigRequest, reload(
+        'model_config_list { config { name: "m" base_path: "m" model_version_policy { all {} } '
+        'version_labels { key: "stable" value: 9 } } }'), grpc.StatusCode.FAILED_PRECONDITION,
+                 'Request to assign label to version 9 of model m')
+    for escaping in ('../../etc', '/etc'):
+      expect_error(models.HandleReloadConfigRequest, reload(
+          f'model_config_list {{ config {{ name: "x" base_path: "{escaping}" }} }}'),
+                   grpc.StatusCode.INVALID_ARGUMENT, 'outside the model root')
+    expect_error(models.HandleReloadConfigRequest, reload(
+        'model_config_list { config { name: "../x" base_path: "m" } }'),
+                 grpc.StatusCode.INVALID_ARGUMENT, 'Invalid model name')
+    # Refused configs changed nothing: the label still answers.
+    assert predictions.Predict(predict_request(label='stable'), timeout=30).model_spec.version.value == 1

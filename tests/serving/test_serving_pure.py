@@ -401,3 +401,52 @@ def test_prometheus_text_format():
   assert (':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST",'
           'model_name="m",le="18"} 1') in text
   assert ':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",model_name="m"} 1' in text
+
+
+# ---- fast PredictionLog encoding ------------------------------------------------------------
+
+@pytest.mark.parametrize('array', [
+    np.array([b'abc', b'', b'\x00' * 300], dtype=object),
+    np.array([[0.5, -1.25]], np.float32), np.array([1, -2**40], np.int64),
+    np.array([[True], [False]]), np.array([1.5], np.float64), np.array([[7]], np.int32),
+    np.zeros((0, 3), np.float32), np.array(3.5, np.float32),
+])
+def test_fast_tensor_encoding_parses_as_the_same_tensor(array):
+  import tensorflow as tf
+  from tensorflow.core.framework import tensor_pb2
+  from serving import log_encoding
+  parsed = tensor_pb2.TensorProto.FromString(log_encoding.tensor(array))
+  decoded = tf.make_ndarray(parsed)
+  assert decoded.shape == array.shape and decoded.tolist() == array.tolist()
+
+
+def test_fast_encoding_skips_unsupported_dtypes():
+  from serving import log_encoding
+  assert log_encoding.tensor(np.array([1], np.int16)) is None
+  assert log_encoding.tensor(np.array(['text'], dtype=object)) is None
+  assert log_encoding.varint(300) == b'\xac\x02' and log_encoding.varint(-1)[-1] == 0x01
+
+
+def test_fast_predict_log_equals_the_protobuf_built_one():
+  import tensorflow as tf
+  from tensorflow_serving.apis import prediction_log_pb2
+  from serving import log_encoding
+  from serving.request_log import LogRecord, _prediction_log
+  record = LogRecord('predict', 'big_tipper', 17, 'serving_default', 'id-1', 1_700_000_000.7,
+                     inputs={'examples': np.array([b'ex'], dtype=object)},
+                     output_filter=('probabilities',),
+                     outputs={'probabilities': np.array([[0.25]], np.float32)})
+  fast = prediction_log_pb2.PredictionLog.FromString(log_encoding.predict_log(
+      'big_tipper', 17, 'serving_default', 0.5, 1_700_000_000, 'request_id=id-1;example=3',
+      record.inputs, record.outputs, record.output_filter))
+  slow = _prediction_log(record, 3, PrivacyFilter(), 0.5)
+  assert fast.log_metadata == slow.log_metadata
+  fast_log, slow_log = fast.predict_log, slow.predict_log
+  assert fast_log.request.model_spec == slow_log.request.model_spec
+  assert fast_log.request.output_filter == slow_log.request.output_filter
+  assert fast_log.response.model_spec == slow_log.response.model_spec
+  for fast_map, slow_map in ((fast_log.request.inputs, slow_log.request.inputs),
+                             (fast_log.response.outputs, slow_log.response.outputs)):
+    assert set(fast_map) == set(slow_map)
+    for alias in fast_map:
+      assert tf.make_ndarray(fast_map[alias]).tolist() == tf.make_ndarray(slow_map[alias]).tolist()

@@ -247,3 +247,25 @@ def test_new_latest_version_under_load_loses_no_request(built_models, tmp_path):
     assert [(s.version, s.state) for s in server.server.backend.manager.status('m')] == [
         (2, 'AVAILABLE'), (1, 'END')]
   assert failures == [] and versions['1'] > 0 and versions['2'] >= 20
+
+
+def test_corrupt_new_version_is_reported_and_the_old_one_keeps_serving(built_models, tmp_path):
+  base = str(tmp_path / 'm')
+  push(built_models, 'w1', base, 1)
+  with ServerThread(make_config(base)) as server, requests.Session() as session:
+    tm.corrupt_version(os.path.join(base, '2'))
+    deadline = time.monotonic() + 30
+    status = {}
+    while time.monotonic() < deadline:
+      status = session.get(server.rest_url + '/v1/models/m', timeout=30).json()
+      if len(status['model_version_status']) == 2:
+        break
+      time.sleep(0.05)
+    new, old = status['model_version_status']
+    assert (new['version'], new['state'], new['status']['error_code']) == ('2', 'END', 'UNKNOWN')
+    assert 'Failed to load servable m version 2' in new['status']['error_message']
+    assert (old['version'], old['state']) == ('1', 'AVAILABLE')
+    response = session.post(server.rest_url + '/v1/models/m:predict',
+                            json={'instances': [b64(3.0)]}, timeout=30)
+    assert response.json() == {'predictions': [[3.0]]} and response.headers[
+        'X-Model-Version'] == '1'

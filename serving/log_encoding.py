@@ -1,0 +1,103 @@
+"""Fast wire-format encoding of predict PredictionLogs (the request-logging hot path).
+
+Building `PredictionLog` messages through the protobuf API costs ~40 us per record, which at
+thousands of requests per second would take a large share of the one Python core the server has.
+Protobuf's wire format is a concatenation of fields, so a predict log can be written directly:
+static parts (model spec, sampling config, tags) are encoded once per version and cached, and
+tensors of the common dtypes are encoded from numpy buffers. The result parses as the same
+`tensorflow_serving.apis.prediction_log_pb2.PredictionLog` (the tests compare both encodings).
+Dtypes without a fast path return None so the caller falls back to the protobuf API.
+"""
+import functools
+import struct
+
+import numpy as np
+
+# tensorflow.DataType enum values for the dtypes encoded here.
+_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3,
+           np.dtype(np.uint8): 4, np.dtype(np.int64): 9, np.dtype(np.bool_): 10}
+DT_STRING = 7
+
+
+def varint(value: int) -> bytes:
+  out = bytearray()
+  value &= (1 << 64) - 1
+  while value >= 0x80:
+    out.append((value & 0x7f) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def length_delimited(field_number: int, payload: bytes) -> bytes:
+  return varint(field_number << 3 | 2) + varint(len(payload)) + payload
+
+
+def varint_field(field_number: int, value: int) -> bytes:
+  return varint(field_number << 3) + varint(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(dims: tuple[int, ...]) -> bytes:
+  """TensorShapeProto {dim {size}} (field 2 of TensorProto)."""
+  return length_delimited(2, b''.join(length_delimited(2, varint_field(1, d)) for d in dims))
+
+
+def tensor(array: np.ndarray) -> bytes | None:
+  """A serialized TensorProto of `array`, or None when its dtype has no fast path."""
+  if array.dtype == object:
+    values = array.ravel().tolist()
+    if not all(isinstance(v, bytes) for v in values):
+      return None
+    return (varint_field(1, DT_STRING) + _shape(array.shape) +
+            b''.join(length_delimited(8, v) for v in values))
+  dtype = _DTYPES.get(array.dtype)
+  if dtype is None:
+    return None
+  return (varint_field(1, dtype) + _shape(array.shape) +
+          length_delimited(4, np.ascontiguousarray(array).tobytes()))
+
+
+@functools.lru_cache(maxsize=256)
+def model_spec(name: str, version: int, signature_name: str) -> bytes:
+  """A serialized ModelSpec {name, version {value}, signature_name}."""
+  return (length_delimited(1, name.encode('utf-8')) +
+          length_delimited(2, varint_field(1, version)) +
+          length_delimited(3, signature_name.encode('utf-8')))
+
+
+@functools.lru_cache(maxsize=256)
+def _static_metadata(name: str, version: int, signature_name: str, sampling_rate: float) -> bytes:
+  return (length_delimited(1, model_spec(name, version, signature_name)) +
+          length_delimited(2, b'\x09' + struct.pack('<d', sampling_rate)) +
+          length_delimited(3, b'serve'))
+
+
+def _tensor_map(field_number: int, arrays: dict) -> bytes | None:
+  parts = []
+  for alias, array in arrays.items():
+    encoded = tensor(array)
+    if encoded is None:
+      return None
+    parts.append(length_delimited(field_number, length_delimited(1, alias.encode('utf-8')) +
+                                  length_delimited(2, encoded)))
+  return b''.join(parts)
+
+
+def predict_log(name: str, version: int, signature_name: str, sampling_rate: float,
+                timestamp_secs: int, request_origin: str, inputs: dict, outputs: dict,
+                output_filter=()) -> bytes | None:
+  """A serialized PredictionLog {log_metadata, predict_log {request, response}} or None."""
+  request_inputs = _tensor_map(2, inputs)
+  response_outputs = _tensor_map(1, outputs)
+  if request_inputs is None or response_outputs is None:
+    return None
+  spec = model_spec(name, version, signature_name)
+  metadata = (_static_metadata(name, version, signature_name, sampling_rate) +
+              varint_field(4, timestamp_secs) +
+              length_delimited(6, request_origin.encode('utf-8')))
+  request = (length_delimited(1, spec) + request_inputs +
+             b''.join(length_delimited(3, f.encode('utf-8')) for f in output_filter))
+  response = response_outputs + length_delimited(2, spec)
+  return (length_delimited(1, metadata) +
+          length_delimited(6, length_delimited(1, request) + length_delimited(2, response)))

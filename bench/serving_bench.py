@@ -1,0 +1,384 @@
+"""Serving benchmark: throughput and p50/p99 latency of Loopline's model server.
+
+Measures, in one run and against the same SavedModel (by default the newest version pushed under
+$LOOPLINE_HOME/serving/big_tipper):
+  - a naive baseline: a plain synchronous HTTP server (thread per connection) making one model
+    call per request;
+  - the embedded server over REST and gRPC, with batching on and off, request logging on (sampling
+    1.0) and off;
+at concurrency 1, 8, 32 and 64 (one example per request, keep-alive connections / one gRPC
+channel). Servers run in their own processes; the load generator (asyncio HTTP and grpc.aio
+clients) runs here. Prints a table and saves JSON (bench/results/serving.json).
+
+  .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--concurrency 1,8,32,64]
+
+Targets (issue 3): with batching, >= 4x the naive baseline's throughput at concurrency 32 and p99
+below 50 ms; logging at sampling rate 1.0 costs <= 10% of throughput. No test asserts these.
+"""
+import argparse
+import asyncio
+import base64
+import csv
+import functools
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from loopline import home as home_lib  # pylint: disable=wrong-import-position
+
+MODEL_NAME = home_lib.MODEL_NAME
+LABEL_KEY = 'big_tipper'
+
+
+def newest_version_dir(path: str) -> str | None:
+  """`path` itself if it is a SavedModel, else its newest integer-named child with one."""
+  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    return path
+  if not os.path.isdir(path):
+    return None
+  versions = [int(n) for n in os.listdir(path) if n.isdigit() and
+              os.path.isfile(os.path.join(path, n, 'saved_model.pb'))]
+  return os.path.join(path, str(max(versions))) if versions else None
+
+
+def load_examples(csv_path: str | None, count: int = 256) -> list[bytes]:
+  """Serialized tf.Examples typed by the project schema, from the newest span CSV (label dropped)."""
+  from loopline import examples as examples_lib
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  if csv_path is None:
+    candidates = sorted(glob.glob(os.path.join(REPO, 'data', 'spans', 'span-*', 'version-*',
+                                               'data.csv')),
+                        key=lambda p: [int(s) for s in p.split('/') if s.isdigit()] or [0])
+    if not candidates:
+      raise SystemExit('No span CSV under data/spans; pass --examples-csv FILE')
+    csv_path = candidates[-1]
+  with open(os.path.join(REPO, 'schema', 'schema.pbtxt'), encoding='utf-8') as f:
+    schema = text_format.Parse(f.read(), schema_pb2.Schema())
+  types = examples_lib.feature_types(schema)
+  types.pop(LABEL_KEY, None)
+  with open(csv_path, encoding='utf-8') as f:
+    rows = [row for _, row in zip(range(count), csv.DictReader(f))]
+  return examples_lib.rows_to_serialized_examples(rows, types)
+
+
+# ---- the naive baseline server (runs in its own process: --naive-server) ----------------------
+
+def run_naive_server(model_dir: str, port: int):
+  """A plain synchronous server (a thread per connection, like a Flask app) making one model call
+  per request: the baseline."""
+  import http.server
+  import socket
+  import tensorflow as tf
+  function = tf.saved_model.load(model_dir).signatures['serving_default']
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      self._answer(200, {'ready': True})
+
+    def do_POST(self):  # pylint: disable=invalid-name
+      body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+      examples = [base64.b64decode(i['b64']) for i in body['instances']]
+      outputs = function(examples=tf.constant(examples))
+      self._answer(200, {'predictions': outputs['probabilities'].numpy().tolist()})
+
+    def setup(self):
+      super().setup()
+      self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _answer(self, status, doc):
+      data = json.dumps(doc).encode()
+      head = (f'HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n'
+              f'Content-Length: {len(data)}\r\n\r\n').encode()
+      self.wfile.write(head + data)  # One write: no Nagle / delayed-ACK stall.
+
+    def log_message(self, *args):
+      pass
+
+  class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # Room for every benchmark connection to be accepted at once.
+
+  Server(('127.0.0.1', port), Handler).serve_forever()
+
+
+# ---- load generators ----------------------------------------------------------------------------
+
+async def http_worker(port: int, requests_: list[bytes], measure_from: float, stop_at: float,
+                      latencies: list, errors: list):
+  """One keep-alive connection sending requests back to back; records those after measure_from."""
+  reader, writer = await asyncio.open_connection('127.0.0.1', port)
+  i = 0
+  try:
+    while time.perf_counter() < stop_at:
+      request = requests_[i % len(requests_)]
+      i += 1
+      started = time.perf_counter()
+      writer.write(request)
+      head = await reader.readuntil(b'\r\n\r\n')
+      length = 0
+      for line in head.split(b'\r\n'):
+        if line.lower().startswith(b'content-length:'):
+          length = int(line.split(b':')[1])
+      await reader.readexactly(length)
+      if started < measure_from:
+        continue
+      if not head.startswith(b'HTTP/1.1 200') and not head.startswith(b'HTTP/1.0 200'):
+        errors.append(head.split(b'\r\n')[0].decode())
+      else:
+        latencies.append(time.perf_counter() - started)
+  finally:
+    writer.close()
+
+
+def http_requests(examples: list[bytes], path: str) -> list[bytes]:
+  out = []
+  for example in examples:
+    body = json.dumps({'instances': [{'b64': base64.b64encode(example).decode()}]}).encode()
+    out.append(f'POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+               f'Content-Length: {len(body)}\r\n\r\n'.encode() + body)
+  return out
+
+
+async def grpc_worker(stub, requests_, measure_from: float, stop_at: float, latencies: list,
+                      errors: list):
+  """Predict calls back to back on a shared channel; records those after measure_from."""
+  import grpc
+  i = 0
+  while time.perf_counter() < stop_at:
+    request = requests_[i % len(requests_)]
+    i += 1
+    started = time.perf_counter()
+    try:
+      await stub.Predict(request, timeout=30)
+      if started >= measure_from:
+        latencies.append(time.perf_counter() - started)
+    except grpc.RpcError as e:
+      if started >= measure_from:
+        errors.append(e.code().name)
+
+
+def grpc_requests(examples: list[bytes]):
+  import tensorflow as tf
+  from tensorflow_serving.apis import predict_pb2
+  out = []
+  for example in examples:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.inputs['examples'].CopyFrom(tf.make_tensor_proto([example]))
+    out.append(request)
+  return out
+
+
+async def measure(protocol: str, port: int, examples: list[bytes], concurrency: int,
+                  duration: float, warmup: float) -> dict:
+  """Run `concurrency` closed-loop clients for warmup + duration; statistics of the measured part."""
+  latencies, errors = [], []
+  if protocol == 'grpc':
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    channel = grpc.aio.insecure_channel(f'127.0.0.1:{port}')
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    requests_ = grpc_requests(examples)
+    worker = functools.partial(grpc_worker, stub, requests_)
+  else:
+    requests_ = http_requests(examples, f'/v1/models/{MODEL_NAME}:predict')
+    worker = functools.partial(http_worker, port, requests_)
+  measure_from = time.perf_counter() + warmup
+  stop_at = measure_from + duration
+  await asyncio.gather(*(worker(measure_from, stop_at, latencies, errors)
+                         for _ in range(concurrency)))
+  elapsed = max(time.perf_counter(), stop_at) - measure_from
+  if protocol == 'grpc':
+    await channel.close()
+  latencies.sort()
+  pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3
+  return {'requests': len(latencies), 'errors': len(errors),
+          'throughput_rps': round(len(latencies) / elapsed, 1),
+          'p50_ms': round(pick(0.50), 2) if latencies else None,
+          'p99_ms': round(pick(0.99), 2) if latencies else None,
+          'mean_ms': round(statistics.fmean(latencies) * 1e3, 2) if latencies else None,
+          'first_error': errors[0] if errors else None}
+
+
+# ---- servers under test -------------------------------------------------------------------------
+
+def free_port() -> int:
+  import portpicker
+  return portpicker.pick_unused_port()
+
+
+class Server:
+  """A server process (embedded Loopline server or naive baseline), started and stopped."""
+
+  def __init__(self, name: str, argv: list[str], rest_port: int, grpc_port: int | None):
+    self.name, self.rest_port, self.grpc_port = name, rest_port, grpc_port
+    self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+
+  def wait_ready(self, path: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if self.process.poll() is not None:
+        raise SystemExit(f'{self.name} exited:\n{self.process.stdout.read()}')
+      try:
+        with urllib.request.urlopen(f'http://127.0.0.1:{self.rest_port}{path}', timeout=2) as r:
+          if b'AVAILABLE' in r.read() or path == '/':
+            return
+      except OSError:
+        pass
+      time.sleep(0.2)
+    raise SystemExit(f'{self.name} did not become ready in {timeout} s')
+
+  def stop(self):
+    self.process.terminate()
+    try:
+      self.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+
+
+def embedded_server(base_dir: str, home: str, batching: bool, logging: bool) -> Server:
+  rest, grpc_ = free_port(), free_port()
+  argv = [sys.executable, '-m', 'serving', '--home', home, 'serve', '--model-base-path',
+          os.path.join(base_dir, MODEL_NAME), '--allow-any-base-path', '--rest-port', str(rest),
+          '--grpc-port', str(grpc_)]
+  argv += [] if batching else ['--no-batching']
+  argv += ['--request-log-dir', os.path.join(home, 'request_logs'), '--log-sampling-rate',
+           '1.0'] if logging else ['--no-request-log']
+  name = f'embedded batching={"on" if batching else "off"} logging={"on" if logging else "off"}'
+  server = Server(name, argv, rest, grpc_)
+  server.wait_ready(f'/v1/models/{MODEL_NAME}')
+  return server
+
+
+def naive_server(version_dir: str) -> Server:
+  port = free_port()
+  server = Server('naive baseline', [sys.executable, os.path.abspath(__file__), '--naive-server',
+                                     '--port', str(port), '--model-dir', version_dir], port, None)
+  server.wait_ready('/')
+  return server
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model-dir', help='A SavedModel version directory, or a base directory '
+                      'of versions (default: $LOOPLINE_HOME/serving/big_tipper).')
+  parser.add_argument('--examples-csv', help='Rows to send (default: the newest span CSV).')
+  parser.add_argument('--concurrency', default='1,8,32,64')
+  parser.add_argument('--duration', type=float, default=5.0, help='Seconds measured per cell.')
+  parser.add_argument('--warmup', type=float, default=1.0)
+  parser.add_argument('--output', default=os.path.join(REPO, 'bench', 'results', 'serving.json'))
+  parser.add_argument('--naive-server', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+
+  default_dir = os.path.join(home_lib.serving_dir(home_lib.resolve_home()), MODEL_NAME)
+  version_dir = newest_version_dir(args.model_dir or default_dir)
+  if version_dir is None:
+    raise SystemExit(f'No pushed model under {args.model_dir or default_dir}. Run `make run` '
+                     'first (it trains and pushes the model), or pass --model-dir.')
+  if args.naive_server:
+    run_naive_server(version_dir, args.port)
+    return
+  levels = [int(c) for c in args.concurrency.split(',')]
+  examples = load_examples(args.examples_csv)
+  work = tempfile.mkdtemp(prefix='serving-bench-')
+  shutil.copytree(version_dir, os.path.join(work, 'models', MODEL_NAME,
+                                            os.path.basename(version_dir.rstrip('/'))
+                                            if os.path.basename(version_dir).isdigit() else '1'))
+  print(f'Model: {version_dir}\nExamples: {len(examples)} distinct, one per request\n'
+        f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up\n', flush=True)
+  setups = [('naive', None, None), ('embedded', True, False), ('embedded', False, False),
+            ('embedded', True, True)]
+  results = []
+  try:
+    for kind, batching, logging in setups:
+      home = os.path.join(work, f'home-{len(results)}')
+      server = (naive_server(version_dir) if kind == 'naive' else
+                embedded_server(os.path.join(work, 'models'), home, batching, logging))
+      try:
+        for protocol in (['rest'] if kind == 'naive' else ['rest', 'grpc']):
+          port = server.rest_port if protocol == 'rest' else server.grpc_port
+          for concurrency in levels:
+            cell = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
+                                       args.warmup))
+            cell.update(server=kind, batching=batching, logging=logging, protocol=protocol,
+                        concurrency=concurrency)
+            results.append(cell)
+            print(f'  {server.name:40s} {protocol:4s} c={concurrency:<3d} '
+                  f'{cell["throughput_rps"]:8.1f} req/s  p50 {cell["p50_ms"]} ms  '
+                  f'p99 {cell["p99_ms"]} ms  errors {cell["errors"]}', flush=True)
+      finally:
+        server.stop()
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  summary = summarize(results)
+  print_table(results, summary)
+  os.makedirs(os.path.dirname(args.output), exist_ok=True)
+  with open(args.output, 'w', encoding='utf-8') as f:
+    json.dump({'model_dir': version_dir, 'duration_seconds': args.duration,
+               'cpu_count': os.cpu_count(), 'results': results, 'summary': summary}, f, indent=2)
+  print(f'\nSaved {args.output}')
+
+
+def _cell(results, **match):
+  for cell in results:
+    if all(cell.get(k) == v for k, v in match.items()):
+      return cell
+  return None
+
+
+def summarize(results) -> dict:
+  """The issue's targets at concurrency 32 (or the highest level measured)."""
+  level = 32 if _cell(results, concurrency=32) else max(c['concurrency'] for c in results)
+  naive = _cell(results, server='naive', concurrency=level)
+  summary = {'concurrency': level}
+  for protocol in ('rest', 'grpc'):
+    batched = _cell(results, server='embedded', batching=True, logging=False, protocol=protocol,
+                    concurrency=level)
+    logged = _cell(results, server='embedded', batching=True, logging=True, protocol=protocol,
+                   concurrency=level)
+    if not (naive and batched and logged) or not naive['throughput_rps']:
+      continue
+    speedup = batched['throughput_rps'] / naive['throughput_rps']
+    logging_cost = 1 - logged['throughput_rps'] / batched['throughput_rps']
+    summary[protocol] = {
+        'speedup_vs_naive': round(speedup, 2), 'speedup_target_met': speedup >= 4,
+        'p99_ms': batched['p99_ms'], 'p99_target_met': batched['p99_ms'] < 50,
+        'logging_cost': round(logging_cost, 3), 'logging_target_met': logging_cost <= 0.10}
+  return summary
+
+
+def print_table(results, summary):
+  print('\nserver    batching logging proto  conc   req/s    p50 ms   p99 ms  errors')
+  for c in results:
+    print(f'{c["server"]:9s} {str(c["batching"]):8s} {str(c["logging"]):7s} {c["protocol"]:5s} '
+          f'{c["concurrency"]:5d} {c["throughput_rps"]:8.1f} {c["p50_ms"]!s:>8} '
+          f'{c["p99_ms"]!s:>8} {c["errors"]:7d}')
+  print(f'\nTargets at concurrency {summary["concurrency"]}:')
+  for protocol in ('rest', 'grpc'):
+    if protocol in summary:
+      s = summary[protocol]
+      print(f'  {protocol}: {s["speedup_vs_naive"]}x naive (target >= 4: '
+            f'{"met" if s["speedup_target_met"] else "NOT met"}), p99 {s["p99_ms"]} ms (target '
+            f'< 50: {"met" if s["p99_target_met"] else "NOT met"}), logging cost '
+            f'{s["logging_cost"] * 100:.1f}% (target <= 10%: '
+            f'{"met" if s["logging_target_met"] else "NOT met"})')
+
+
+if __name__ == '__main__':
+  main()

@@ -18,21 +18,14 @@ def feature_types(schema: schema_pb2.Schema) -> Dict[str, int]:
   return {f.name: f.type for f in schema.feature}
 
 
-def row_to_example(row: Mapping[str, str], types: Mapping[str, int],
-                   strict: bool = True) -> tf.train.Example:
-  """One CSV row (column -> text) to a tf.Example; columns not in `types` are dropped.
-
-  strict=False is how a careless upstream behaves: a value that does not parse as its column's
-  type is sent as text (bytes) instead of raising, and unknown columns are sent as text too.
-  """
+def row_to_example(row: Mapping[str, str], types: Mapping[str, int]) -> tf.train.Example:
+  """One CSV row (column -> text) to a tf.Example; columns not in `types` are dropped."""
   example = tf.train.Example()
   for column, text in row.items():
-    if text is None or text == '' or (strict and column not in types):
+    if column not in types or text is None or text == '':
       continue
     feature = example.features.feature[column]
     try:
-      if column not in types:
-        raise ValueError('unknown column')
       if types[column] == schema_pb2.INT:
         feature.int64_list.value.append(int(float(text)))
       elif types[column] == schema_pb2.FLOAT:
@@ -40,15 +33,11 @@ def row_to_example(row: Mapping[str, str], types: Mapping[str, int],
       else:
         feature.bytes_list.value.append(text.encode('utf-8'))
     except ValueError as e:
-      if not strict:
-        feature.Clear()
-        feature.bytes_list.value.append(text.encode('utf-8'))
-        continue
       raise ExampleConversionError(f'column {column!r}: {text!r} is not a '
                                    f'{schema_pb2.FeatureType.Name(types[column])}') from e
   return example
 
 
-def rows_to_serialized_examples(rows: Iterable[Mapping[str, str]], types: Mapping[str, int],
-                                strict: bool = True) -> List[bytes]:
-  return [row_to_example(row, types, strict).SerializeToString() for row in rows]
+def rows_to_serialized_examples(rows: Iterable[Mapping[str, str]],
+                                types: Mapping[str, int]) -> List[bytes]:
+  return [row_to_example(row, types).SerializeToString() for row in rows]

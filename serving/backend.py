@@ -3,12 +3,11 @@
 Both backends offer the same async interface to `serving.service`:
 `resolve(target) -> handle` (a loaded or remote version with `.name`, `.version`,
 `.signatures` and `.signature(name)`), `predict`, `classify`, `regress`, `status`,
-`reload_config`, `labels`, `available`.
+`reload_config`, `labels`, `available`. Inference methods return the version that answered first.
 """
 import asyncio
 import concurrent.futures
 import dataclasses
-import logging
 import os
 import time
 
@@ -30,8 +29,6 @@ from serving.config import ConfigError, ServerConfig, load_model_config_file, mo
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.manager import ModelManager, VersionStatus
 from serving.servable import Servable, Signature
-
-log = logging.getLogger('serving.backend')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +111,7 @@ class EmbeddedBackend:
     signature = servable.signature(signature_name)
     _check_output_filter(signature, output_filter)
     outputs = await self._run(servable, signature, signature.validate(inputs))
-    return {a: outputs[a] for a in output_filter} if output_filter else outputs
+    return servable.version, {a: outputs[a] for a in output_filter} if output_filter else outputs
 
   async def classify(self, servable, signature_name: str, examples: list[bytes]):
     signature, alias = servable.example_signature(signature_name, 'classify')
@@ -128,7 +125,7 @@ class EmbeddedBackend:
     if classes is not None and scores is not None and classes.shape != scores.shape:
       raise invalid_argument(f'Tensors class and score should match in shape: '
                              f'{list(classes.shape)} vs {list(scores.shape)}')
-    return classes, scores
+    return servable.version, classes, scores
 
   async def regress(self, servable, signature_name: str, examples: list[bytes]) -> np.ndarray:
     signature, alias = servable.example_signature(signature_name, 'regress')
@@ -137,7 +134,7 @@ class EmbeddedBackend:
     if values.size != len(examples):
       raise invalid_argument('Expected output Tensor shape to be either [batch_size] or '
                              f'[batch_size, 1] but got {list(values.shape)}')
-    return values.reshape(-1)
+    return servable.version, values.reshape(-1)
 
   async def status(self, name: str, version: int | None) -> list[VersionStatus]:
     return self.manager.status(name, version)
@@ -165,8 +162,9 @@ def _string_array(values: list[bytes]) -> np.ndarray:
 class RemoteServable:
   """A version served by the upstream TF Serving, described by its metadata."""
 
-  def __init__(self, name: str, version: int, signature_defs: dict):
-    self.name = name
+  def __init__(self, target: Target, version: int, signature_defs: dict):
+    self.name = target.name
+    self.target = target  # Requests go to the target (label / latest), not a cached version.
     self.version = version
     self.signature_defs = signature_defs
     self.signatures = {k: Signature(k, d, None) for k, d in signature_defs.items()}
@@ -223,33 +221,37 @@ class UpstreamBackend:
         model_spec=protos.model_spec(target.name, target.version, label=target.label),
         metadata_field=['signature_def'])
     response = await self._call(self._predictions.GetModelMetadata, request)
-    servable = RemoteServable(target.name, response.model_spec.version.value,
+    servable = RemoteServable(target, response.model_spec.version.value,
                               protos.signature_defs_from_metadata(response))
     self._metadata_cache[target] = (time.monotonic(), servable)
     return servable
 
-  async def predict(self, servable, signature_name: str, inputs: dict, output_filter=()) -> dict:
-    request = predict_pb2.PredictRequest(
-        model_spec=protos.model_spec(servable.name, servable.version, signature_name),
-        output_filter=list(output_filter))
+  @staticmethod
+  def _spec(servable: RemoteServable, signature_name: str):
+    target = servable.target
+    return protos.model_spec(target.name, target.version, signature_name, target.label)
+
+  async def predict(self, servable, signature_name: str, inputs: dict, output_filter=()):
+    request = predict_pb2.PredictRequest(model_spec=self._spec(servable, signature_name),
+                                         output_filter=list(output_filter))
     for alias, array in inputs.items():
       request.inputs[alias].CopyFrom(protos.tensor_from_array(array))
     response = await self._call(self._predictions.Predict, request)
-    return {alias: protos.array_from_tensor(alias, t) for alias, t in response.outputs.items()}
+    return response.model_spec.version.value, {
+        alias: protos.array_from_tensor(alias, t) for alias, t in response.outputs.items()}
 
   async def classify(self, servable, signature_name: str, examples: list[bytes]):
     request = classification_pb2.ClassificationRequest(
-        model_spec=protos.model_spec(servable.name, servable.version, signature_name),
-        input=protos.example_list_input(examples))
+        model_spec=self._spec(servable, signature_name), input=protos.example_list_input(examples))
     response = await self._call(self._predictions.Classify, request)
-    return protos.classes_and_scores(response.result)
+    return (response.model_spec.version.value,) + protos.classes_and_scores(response.result)
 
-  async def regress(self, servable, signature_name: str, examples: list[bytes]) -> np.ndarray:
+  async def regress(self, servable, signature_name: str, examples: list[bytes]):
     request = regression_pb2.RegressionRequest(
-        model_spec=protos.model_spec(servable.name, servable.version, signature_name),
-        input=protos.example_list_input(examples))
+        model_spec=self._spec(servable, signature_name), input=protos.example_list_input(examples))
     response = await self._call(self._predictions.Regress, request)
-    return np.array([r.value for r in response.result.regressions], np.float32)
+    return response.model_spec.version.value, np.array(
+        [r.value for r in response.result.regressions], np.float32)
 
   async def status(self, name: str, version: int | None) -> list[VersionStatus]:
     request = get_model_status_pb2.GetModelStatusRequest(model_spec=protos.model_spec(name,

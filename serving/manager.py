@@ -35,6 +35,7 @@ class _Model:
   versions: dict[int, VersionStatus] = dataclasses.field(default_factory=dict)
   labels: dict[str, int] = dataclasses.field(default_factory=dict)
   failed: dict[int, tuple] = dataclasses.field(default_factory=dict)  # version -> fingerprint
+  base_path_error: str | None = None  # Last problem reading the base path (logged once).
 
 
 class ModelManager:
@@ -142,8 +143,11 @@ class ModelManager:
     if config is not None:
       try:
         on_disk = versions_lib.list_versions(config.base_path)
+        model.base_path_error = None
       except (FileNotFoundError, PermissionError) as e:
-        log.error('Model %s: %s', name, e)
+        if model.base_path_error != str(e):  # Once per new problem, not once per poll.
+          log.error('Model %s: %s (still polling)', name, e)
+          model.base_path_error = str(e)
         on_disk = {v.version: None for v in model.versions.values() if v.state == AVAILABLE}
       if not on_disk:
         log.debug('Model %s: no versions under %s yet', name, config.base_path)

@@ -20,7 +20,7 @@ from serving import metrics as metrics_lib
 from serving import protos
 from serving.backend import Target
 from serving.config import ServerConfig
-from serving.errors import Code, ServingError, invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.service import CallContext, InferenceService, request_id_or_new
 
 log = logging.getLogger('serving.rest')

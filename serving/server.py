@@ -5,7 +5,6 @@
 and the benchmark.
 """
 import asyncio
-import logging
 import signal
 import threading
 
@@ -18,8 +17,6 @@ from serving.request_log import RequestLogger
 from serving.rest import RestServer
 from serving.routing import CanaryRouter
 from serving.service import InferenceService
-
-log = logging.getLogger('serving.server')
 
 
 class ModelServer:

@@ -103,8 +103,9 @@ class InferenceService:
 
     async def work(servable):
       inputs = decode_inputs(servable.signature(signature_name))
-      outputs = await self.backend.predict(servable, signature_name, inputs, output_filter)
-      answer = Answer(servable.name, servable.version, signature_name, outputs=outputs)
+      version, outputs = await self.backend.predict(servable, signature_name, inputs,
+                                                    output_filter)
+      answer = Answer(servable.name, version, signature_name, outputs=outputs)
       self._log(ctx, 'predict', answer, inputs=inputs, output_filter=tuple(output_filter),
                 outputs=outputs)
       return answer
@@ -115,9 +116,8 @@ class InferenceService:
                      examples: list[bytes]) -> Answer:
 
     async def work(servable):
-      classes, scores = await self.backend.classify(servable, signature_name, examples)
-      answer = Answer(servable.name, servable.version, signature_name, classes=classes,
-                      scores=scores)
+      version, classes, scores = await self.backend.classify(servable, signature_name, examples)
+      answer = Answer(servable.name, version, signature_name, classes=classes, scores=scores)
       self._log(ctx, 'classify', answer, examples=examples, classes=classes, scores=scores)
       return answer
 
@@ -127,8 +127,8 @@ class InferenceService:
                     examples: list[bytes]) -> Answer:
 
     async def work(servable):
-      values = await self.backend.regress(servable, signature_name, examples)
-      answer = Answer(servable.name, servable.version, signature_name, values=values)
+      version, values = await self.backend.regress(servable, signature_name, examples)
+      answer = Answer(servable.name, version, signature_name, values=values)
       self._log(ctx, 'regress', answer, examples=examples, values=values)
       return answer
 

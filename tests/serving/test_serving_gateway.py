@@ -117,3 +117,28 @@ def test_unreachable_upstream_is_503(tmp_path):
     response = requests.post(server.rest_url + '/v1/models/m:predict',
                              json={'instances': [b64(1.0)]}, timeout=60)
   assert response.status_code == 503 and 'Upstream TF Serving unavailable' in response.text
+
+
+def test_gateway_follows_a_label_move_at_once(built_models, tmp_path):
+  from conftest import make_config, push
+  from serving.config import parse_model_config_text
+  base = str(tmp_path / 'm')
+  push(built_models, 'w1', base, 1)
+  push(built_models, 'w2', base, 2)
+
+  def labelled(version):
+    return parse_model_config_text(
+        f'model_config_list {{ config {{ name: "m" base_path: "{base}" model_version_policy {{ '
+        f'specific {{ versions: 1 versions: 2 }} }} version_labels {{ key: "stable" '
+        f'value: {version} }} }} }}')
+
+  with ServerThread(make_config(base, model_config=labelled(1))) as upstream:
+    config = ServerConfig(mode='gateway', upstream_grpc=upstream.grpc_target, rest_port=0,
+                          grpc_port=0)
+    with ServerThread(config) as gateway_server, requests.Session() as session:
+      url = gateway_server.rest_url + '/v1/models/m/labels/stable:predict'
+      first = session.post(url, json={'instances': [b64(1.0)]}, timeout=30)
+      assert first.headers['X-Model-Version'] == '1'
+      upstream.call(upstream.server.backend.reload_config(labelled(2)))
+      moved = session.post(url, json={'instances': [b64(1.0)]}, timeout=30)
+      assert moved.headers['X-Model-Version'] == '2' and moved.json() == {'predictions': [[2.0]]}

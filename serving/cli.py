@@ -139,6 +139,7 @@ def serve(args) -> int:
   try:
     config = config_from_args(args)
     config.validate()
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TensorFlow's start-up noise down.
     from serving import server  # TensorFlow loads here, after the arguments are checked.
     server.run(config, announce=lambda text: print(text, flush=True))
   except (ConfigError, OSError) as e:

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from loopline import home as home_lib
 from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_REST_PORT, BatchingConfig,
@@ -139,7 +140,8 @@ def serve(args) -> int:
   try:
     config = config_from_args(args)
     config.validate()
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TensorFlow's start-up noise down.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Keep TensorFlow's start-up noise down.
+    warnings.filterwarnings('ignore', category=FutureWarning)
     from serving import server  # TensorFlow loads here, after the arguments are checked.
     server.run(config, announce=lambda text: print(text, flush=True))
   except (ConfigError, OSError) as e:

@@ -269,3 +269,18 @@ def test_corrupt_new_version_is_reported_and_the_old_one_keeps_serving(built_mod
                             json={'instances': [b64(3.0)]}, timeout=30)
     assert response.json() == {'predictions': [[3.0]]} and response.headers[
         'X-Model-Version'] == '1'
+
+
+def test_stopping_answers_requests_already_in_flight(two_versions):
+  batching = BatchingConfig(max_batch_size=4, batch_timeout_micros=1_500_000)
+  server = ServerThread(make_config(two_versions, batching=batching)).start()
+  url = server.rest_url + '/v1/models/m/versions/2:predict'
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = pool.submit(requests.post, url, json={'instances': [b64(5.0)]}, timeout=30)
+    deadline = time.monotonic() + 10
+    while 'loopline_serving_batch_queue_depth 1' not in server.server.metrics.render():
+      assert time.monotonic() < deadline
+      time.sleep(0.01)
+    server.stop()  # The request is waiting in the batch queue (1.5 s timeout) right now.
+    response = pending.result(timeout=30)
+  assert response.status_code == 200 and response.json() == {'predictions': [[10.0]]}

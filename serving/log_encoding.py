@@ -19,7 +19,15 @@ _DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32):
 DT_STRING = 7
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(128)]
+
+
 def varint(value: int) -> bytes:
+  """Base-128 varint (negative numbers as their 64-bit two's complement)."""
+  if 0 <= value < 0x80:
+    return _ONE_BYTE[value]
+  if 0 <= value < 0x4000:
+    return bytes((value & 0x7f | 0x80, value >> 7))
   out = bytearray()
   value &= (1 << 64) - 1
   while value >= 0x80:
@@ -29,12 +37,15 @@ def varint(value: int) -> bytes:
   return bytes(out)
 
 
+_LENGTH_DELIMITED_TAGS = [varint(n << 3 | 2) for n in range(16)]
+
+
 def length_delimited(field_number: int, payload: bytes) -> bytes:
-  return varint(field_number << 3 | 2) + varint(len(payload)) + payload
+  return _LENGTH_DELIMITED_TAGS[field_number] + varint(len(payload)) + payload
 
 
 def varint_field(field_number: int, value: int) -> bytes:
-  return varint(field_number << 3) + varint(value)
+  return _ONE_BYTE[field_number << 3] + varint(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -43,19 +54,24 @@ def _shape(dims: tuple[int, ...]) -> bytes:
   return length_delimited(2, b''.join(length_delimited(2, varint_field(1, d)) for d in dims))
 
 
+_STRING_PREFIX = varint_field(1, DT_STRING)
+_NUMERIC_PREFIX = {dtype: varint_field(1, enum) for dtype, enum in _DTYPES.items()}
+
+
 def tensor(array: np.ndarray) -> bytes | None:
   """A serialized TensorProto of `array`, or None when its dtype has no fast path."""
   if array.dtype == object:
-    values = array.ravel().tolist()
-    if not all(isinstance(v, bytes) for v in values):
-      return None
-    return (varint_field(1, DT_STRING) + _shape(array.shape) +
-            b''.join(length_delimited(8, v) for v in values))
-  dtype = _DTYPES.get(array.dtype)
-  if dtype is None:
+    parts = [_STRING_PREFIX, _shape(array.shape)]
+    tag = _LENGTH_DELIMITED_TAGS[8]  # string_val
+    for value in array.ravel().tolist():
+      if type(value) is not bytes:  # pylint: disable=unidiomatic-typecheck
+        return None
+      parts += (tag, varint(len(value)), value)
+    return b''.join(parts)
+  prefix = _NUMERIC_PREFIX.get(array.dtype)
+  if prefix is None:
     return None
-  return (varint_field(1, dtype) + _shape(array.shape) +
-          length_delimited(4, np.ascontiguousarray(array).tobytes()))
+  return prefix + _shape(array.shape) + length_delimited(4, np.ascontiguousarray(array).tobytes())
 
 
 @functools.lru_cache(maxsize=256)

@@ -102,8 +102,6 @@ def _origin(record: LogRecord, index: int | None) -> str:
 
 
 def _private_inputs(record: LogRecord, privacy: PrivacyFilter) -> dict:
-  if not privacy.active:
-    return record.inputs
   return {alias: np.vectorize(privacy.apply_serialized, otypes=[object])(array)
           if alias == privacy.example_input_key and array.dtype == object and array.size else array
           for alias, array in record.inputs.items()}
@@ -115,7 +113,7 @@ def serialized_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
 
   Predict logs of common dtypes take the fast wire encoding; the rest goes through protobuf.
   """
-  if record.kind == 'predict':
+  if record.kind == 'predict' and privacy.active:
     record = dataclasses.replace(record, inputs=_private_inputs(record, privacy))
   serialized = []
   for index, piece in split_by_example(record):

@@ -1,0 +1,1 @@
+"""ServingLogExampleGen: request-log PredictionLogs of a time window -> an Examples artifact."""

@@ -1,0 +1,248 @@
+"""The training baseline of a served model version, resolved through ML Metadata lineage.
+
+Drift must be measured against the data the serving model was trained on, not "the latest
+statistics" (a newer run may have trained on other spans, or failed before pushing). The walk:
+
+    PushedModel (custom property pushed_version == the serving version, pushed == 1)
+      <- AtomicPusher  (its input `model`)            -> Model
+      <- Trainer       (its input `examples`)         -> the examples the model was trained on
+      <- Transform     (its input `examples`), and so on up the chain of Examples producers,
+                                                       until the ExampleGen's raw Examples
+      -> StatisticsGen (an execution that read those Examples; its output `statistics`)
+                                                       -> ExampleStatistics of the raw data
+
+`resolve_training_baseline(store, pushed_version)` returns all four artifacts as MLMD protos
+(`TrainingBaseline`); `baseline_importers(baseline)` turns them into TFX Importer nodes with
+`reimport=False`, which re-use these very MLMD artifacts (same id, same properties), so a
+monitoring pipeline's DriftDetector gets the baseline as ordinary input channels and MLMD records
+the edge training data -> drift verdict.
+
+Only ml_metadata here (TFX is imported by `baseline_importers` alone).
+"""
+import dataclasses
+import os
+from typing import Dict, List, Optional, Union
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import metadata_queries as mq
+
+PUSHED_MODEL_TYPE = 'PushedModel'
+MODEL_TYPE = 'Model'
+EXAMPLES_TYPE = 'Examples'
+STATISTICS_TYPE = 'ExampleStatistics'
+STATISTICS_GEN_SUFFIX = 'StatisticsGen'
+_DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+_INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+MAX_CHAIN = 10
+
+
+class BaselineNotFoundError(LookupError):
+  """No baseline for the requested version; the message says which link is missing."""
+
+
+@dataclasses.dataclass
+class TrainingBaseline:
+  pushed_version: str
+  pushed_model: metadata_store_pb2.Artifact
+  model: metadata_store_pb2.Artifact
+  examples: metadata_store_pb2.Artifact          # raw (ExampleGen) Examples
+  statistics: metadata_store_pb2.Artifact        # StatisticsGen output over `examples`
+  trained_on: metadata_store_pb2.Artifact         # the Trainer's input (e.g. Transform's output)
+
+  def describe(self) -> str:
+    return (f'version {self.pushed_version}: model {self.model.uri}, trained on examples '
+            f'{self.examples.uri} (spans {mq.custom_property(self.examples, "span_range")}), '
+            f'statistics {self.statistics.uri}')
+
+
+def _type_id(store: metadata_store.MetadataStore, name: str) -> Optional[int]:
+  try:
+    return store.get_artifact_type(name).id
+  except Exception:  # pylint: disable=broad-except  # NotFoundError: nothing of that type yet
+    return None
+
+
+def _execution_type_name(store, execution: metadata_store_pb2.Execution) -> str:
+  return store.get_execution_types_by_id([execution.type_id])[0].name
+
+
+def _events(store, artifact_id: int) -> List[metadata_store_pb2.Event]:
+  return store.get_events_by_artifact_ids([artifact_id])
+
+
+def _key(event: metadata_store_pb2.Event) -> str:
+  return event.path.steps[0].key if event.path.steps else ''
+
+
+def _producer(store, artifact: metadata_store_pb2.Artifact) -> Optional[
+    metadata_store_pb2.Execution]:
+  """The (first, non-cached if possible) execution that output `artifact`."""
+  ids = [e.execution_id for e in _events(store, artifact.id) if e.type in _OUTPUTS]
+  executions = [e for e in store.get_executions_by_id(ids) if e.last_known_state in _DONE]
+  if not executions:
+    return None
+  return min(executions, key=lambda e: (e.last_known_state != metadata_store_pb2.Execution.COMPLETE,
+                                        e.create_time_since_epoch, e.id))
+
+
+def _inputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
+  events = [e for e in store.get_events_by_execution_ids([execution_id])
+            if e.type in _INPUTS and _key(e) == key]
+  return store.get_artifacts_by_id([e.artifact_id for e in events])
+
+
+def _outputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
+  events = [e for e in store.get_events_by_execution_ids([execution_id])
+            if e.type in _OUTPUTS and _key(e) == key]
+  return store.get_artifacts_by_id([e.artifact_id for e in events])
+
+
+def pushed_models(store: metadata_store.MetadataStore,
+                  model_name: Optional[str] = None) -> List[metadata_store_pb2.Artifact]:
+  """Every PushedModel that was actually pushed (pushed == 1), oldest first.
+
+  `model_name`: only pushes whose destination is `<base>/<model_name>/<version>`.
+  """
+  if _type_id(store, PUSHED_MODEL_TYPE) is None:
+    return []
+  result = []
+  for artifact in store.get_artifacts_by_type(PUSHED_MODEL_TYPE):
+    if mq.custom_property(artifact, 'pushed') != 1:
+      continue
+    if model_name:
+      destination = str(mq.custom_property(artifact, 'pushed_destination') or '')
+      if os.path.basename(os.path.dirname(destination.rstrip('/'))) != model_name:
+        continue
+    result.append(artifact)
+  return sorted(result, key=lambda a: (a.create_time_since_epoch, a.id))
+
+
+def served_versions(store: metadata_store.MetadataStore,
+                    model_name: Optional[str] = None) -> List[str]:
+  return sorted({str(mq.custom_property(a, 'pushed_version')) for a in pushed_models(
+      store, model_name)}, key=lambda v: (len(v), v))
+
+
+def resolve_training_baseline(store: metadata_store.MetadataStore,
+                              pushed_version: Union[int, str, None] = None,
+                              model_name: Optional[str] = None) -> TrainingBaseline:
+  """The baseline of a served version (None: the latest push). See the module docstring.
+
+  Raises BaselineNotFoundError naming the version and the missing link (an unknown version lists
+  the versions that were pushed).
+  """
+  pushes = pushed_models(store, model_name)
+  if pushed_version is None:
+    if not pushes:
+      raise BaselineNotFoundError('no model was ever pushed (no PushedModel with pushed=1 in ML '
+                                  'Metadata)')
+    pushed = pushes[-1]
+  else:
+    wanted = str(pushed_version)
+    matching = [a for a in pushes if str(mq.custom_property(a, 'pushed_version')) == wanted]
+    if not matching:
+      known = served_versions(store, model_name)
+      raise BaselineNotFoundError(
+          f'no pushed model with version {wanted!r}'
+          f'{" for model " + repr(model_name) if model_name else ""} in ML Metadata '
+          f'(pushed versions: {", ".join(known) or "none"})')
+    # The first push of the version created it; a later identical model re-recorded it.
+    pushed = matching[0]
+  version = str(mq.custom_property(pushed, 'pushed_version'))
+
+  pusher = _producer(store, pushed)
+  if pusher is None:
+    raise BaselineNotFoundError(f'version {version}: no execution produced PushedModel '
+                                f'{pushed.id}')
+  models = _inputs(store, pusher.id, 'model')
+  if not models:
+    raise BaselineNotFoundError(f'version {version}: the pusher (execution {pusher.id}) has no '
+                                'input model')
+  model = models[0]
+  trainer = _producer(store, model)
+  if trainer is None:
+    raise BaselineNotFoundError(f'version {version}: no execution produced model {model.id}')
+  trained_on = _inputs(store, trainer.id, 'examples')
+  if not trained_on:
+    raise BaselineNotFoundError(f'version {version}: the trainer (execution {trainer.id}) has no '
+                                'input examples')
+  examples = raw_examples_of(store, trained_on[0])
+  statistics = statistics_of(store, examples)
+  if statistics is None:
+    raise BaselineNotFoundError(f'version {version}: no StatisticsGen output for the training '
+                                f'examples {examples.uri} (artifact {examples.id})')
+  return TrainingBaseline(version, pushed, model, examples, statistics, trained_on[0])
+
+
+def raw_examples_of(store: metadata_store.MetadataStore,
+                    examples: metadata_store_pb2.Artifact) -> metadata_store_pb2.Artifact:
+  """Walks producers' `examples` inputs up to the Examples an ExampleGen wrote."""
+  examples_type = _type_id(store, EXAMPLES_TYPE)
+  current = examples
+  for _ in range(MAX_CHAIN):
+    producer = _producer(store, current)
+    if producer is None:
+      return current          # imported, or produced outside this store
+    parents = [a for a in _inputs(store, producer.id, 'examples') if a.type_id == examples_type]
+    if not parents:
+      return current
+    current = parents[0]
+  raise BaselineNotFoundError(f'Examples lineage of artifact {examples.id} deeper than '
+                              f'{MAX_CHAIN} steps')
+
+
+def statistics_of(store: metadata_store.MetadataStore,
+                  examples: metadata_store_pb2.Artifact
+                  ) -> Optional[metadata_store_pb2.Artifact]:
+  """The `statistics` output of the latest StatisticsGen execution that read `examples`.
+
+  (Transform's `pre_transform_stats` are also ExampleStatistics of the same data, computed with
+  other options: they are not what the training pipeline's validation saw, so they are skipped.)
+  """
+  consumer_ids = [e.execution_id for e in _events(store, examples.id) if e.type in _INPUTS]
+  executions = [e for e in store.get_executions_by_id(consumer_ids)
+                if e.last_known_state in _DONE and
+                _execution_type_name(store, e).endswith(STATISTICS_GEN_SUFFIX)]
+  for execution in sorted(executions, key=lambda e: (e.create_time_since_epoch, e.id),
+                          reverse=True):
+    outputs = _outputs(store, execution.id, 'statistics')
+    if outputs:
+      return outputs[0]
+  return None
+
+
+def open_store(config) -> metadata_store.MetadataStore:
+  """The MLMD store of a PipelineConfig (read-only use)."""
+  from pipeline import training_pipeline
+  return mq.open_store(training_pipeline.metadata_connection_config(config))
+
+
+def baseline_importers(baseline: TrainingBaseline, prefix: str = 'baseline') -> Dict[str, object]:
+  """TFX Importer nodes for the baseline's artifacts, re-using them in MLMD (reimport=False).
+
+  Keys: 'examples', 'statistics', 'model', 'pushed_model'; each node's output is
+  `.outputs['result']`. Node ids are `<prefix>_<key>` (pass another prefix per served version).
+  Split names and the push's custom properties are passed so that the Importer matches (and
+  re-uses) exactly the resolved artifact.
+  """
+  from tfx import v1 as tfx
+  from tfx.types import standard_artifacts
+  nodes = {}
+  for key, artifact, artifact_type in (
+      ('examples', baseline.examples, standard_artifacts.Examples),
+      ('statistics', baseline.statistics, standard_artifacts.ExampleStatistics),
+      ('model', baseline.model, standard_artifacts.Model),
+      ('pushed_model', baseline.pushed_model, standard_artifacts.PushedModel)):
+    properties = {}
+    if 'split_names' in artifact.properties:
+      properties['split_names'] = mq.artifact_property(artifact, 'split_names')
+    custom = {}
+    if key == 'pushed_model':
+      custom = {'pushed_version': baseline.pushed_version, 'pushed': 1}
+    nodes[key] = tfx.dsl.Importer(source_uri=artifact.uri, artifact_type=artifact_type,
+                                  reimport=False, properties=properties or None,
+                                  custom_properties=custom or None).with_id(f'{prefix}_{key}')
+  return nodes

@@ -56,7 +56,8 @@ def _timed(label, pipeline, log_file):
 def run_loopline(home, data_root, first_span, last_span, label):
   config = PipelineConfig(home=home, data_root=data_root, first_span=first_span,
                           last_span=last_span, enable_tuning=False)
-  seconds = _timed(label, training_pipeline.create_pipeline(config),
+  seconds = _timed(label, training_pipeline.create_pipeline(
+      config, training_pipeline.tuned_hyperparameters_exist(config)),
                    os.path.join(home, 'logs', 'bench.log'))
   return {'total_seconds': round(seconds, 1),
           'components': _component_times(

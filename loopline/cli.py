@@ -94,7 +94,8 @@ def train(config, out=sys.stdout, holdout_spans=None) -> dict:
   started = time.monotonic()
   try:
     with progress.show_progress(log_file):
-      LocalDagRunner().run(training_pipeline.create_pipeline(config))
+      LocalDagRunner().run(training_pipeline.create_pipeline(
+          config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
   except DataGateError:
     raise
   except Exception as e:  # TFX wraps executor errors; surface the data gate's own message.
@@ -203,8 +204,9 @@ def _subsystem_commands():
   """Subcommands that live with their subsystem: each module has `register(subparsers)`."""
   from loopline import traffic_cli
   from pipeline import kubeflow
+  from registry import cli as registry_cli
   from serving import cli as serving_cli
-  return [serving_cli.register, traffic_cli.register, kubeflow.register]
+  return [serving_cli.register, traffic_cli.register, kubeflow.register, registry_cli.register]
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,18 @@ def metadata_connection_config(config: PipelineConfig):
   return metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
+def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
+  """Whether ML Metadata holds HyperParameters produced by this pipeline's Tuner."""
+  from pipeline import metadata_queries
+  store = metadata_queries.open_store(metadata_connection_config(config))
+  pipeline_context = store.get_context_by_type_and_name(metadata_queries.PIPELINE_CONTEXT_TYPE,
+                                                        config.pipeline_name)
+  if pipeline_context is None:
+    return False
+  return any(store.get_artifact_types_by_id([a.type_id])[0].name == 'HyperParameters'
+             for a in store.get_artifacts_by_context(pipeline_context.id))
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """Sliced metrics with an absolute AUC threshold and a change threshold against the baseline."""
   auc_threshold = tfma.MetricThreshold(
@@ -53,7 +65,6 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       tfma.MetricConfig(class_name='Calibration'),
       tfma.MetricConfig(class_name='MeanLabel'),
       tfma.MetricConfig(class_name='MeanPrediction'),
-      tfma.MetricConfig(class_name='CalibrationPlot'),
   ]
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=features.SERVING_SIGNATURE,
@@ -64,8 +75,15 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-  """The training pipeline for `config` (see module docstring)."""
+def create_pipeline(config: PipelineConfig,
+                    reuse_tuned_hyperparameters: bool = True) -> tfx.dsl.Pipeline:
+  """The training pipeline for `config` (see module docstring).
+
+  With tuning off, the Trainer reuses the last tuned hyperparameters through a Resolver; TFX's
+  LatestArtifactStrategy fails that Resolver when there are none, so a local run that knows the
+  store holds none (`reuse_tuned_hyperparameters=False`) leaves it out and trains on the model's
+  defaults.
+  """
   example_gen = SpanRangeCsvExampleGen(
       input_base=config.data_root,
       input_config=tfx.proto.Input(splits=[
@@ -104,14 +122,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         custom_config={'max_trials': config.max_trials})
     hyperparameters = tuner.outputs['best_hyperparameters']
     components.append(tuner)
-  else:
-    # Tuning off: the last best hyperparameters this pipeline found (none: the model's defaults).
+  elif reuse_tuned_hyperparameters:
+    # Tuning off: the last best hyperparameters this pipeline found.
     latest_hyperparameters = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
     ).with_id('latest_hyperparameters_resolver')
     hyperparameters = latest_hyperparameters.outputs['hyperparameters']
     components.append(latest_hyperparameters)
+  else:
+    hyperparameters = None       # the model's defaults
 
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,

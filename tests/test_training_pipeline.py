@@ -1,0 +1,47 @@
+"""The training pipeline's shape for a configuration (built, not run)."""
+from pipeline import training_pipeline
+from pipeline.config import PipelineConfig
+
+
+def _ids(pipeline):
+  return [c.id for c in pipeline.components]
+
+
+def test_tuning_on_has_a_tuner_feeding_the_trainer(tmp_path):
+  pipeline = training_pipeline.create_pipeline(PipelineConfig.quick(str(tmp_path)))
+  assert 'Tuner' in _ids(pipeline) and 'latest_hyperparameters_resolver' not in _ids(pipeline)
+  trainer = next(c for c in pipeline.components if c.id == 'Trainer')
+  assert trainer.inputs['hyperparameters'].producer_component_id == 'Tuner'
+
+
+def test_tuning_off_on_an_empty_store_trains_on_defaults(tmp_path):
+  config = PipelineConfig.quick(str(tmp_path), enable_tuning=False)
+  assert training_pipeline.tuned_hyperparameters_exist(config) is False
+  pipeline = training_pipeline.create_pipeline(config, reuse_tuned_hyperparameters=False)
+  assert 'Tuner' not in _ids(pipeline) and 'latest_hyperparameters_resolver' not in _ids(pipeline)
+  trainer = next(c for c in pipeline.components if c.id == 'Trainer')
+  assert 'hyperparameters' not in trainer.inputs
+
+
+def test_tuning_off_with_tuned_hyperparameters_resolves_them(tmp_path):
+  pipeline = training_pipeline.create_pipeline(
+      PipelineConfig.quick(str(tmp_path), enable_tuning=False), reuse_tuned_hyperparameters=True)
+  trainer = next(c for c in pipeline.components if c.id == 'Trainer')
+  assert (trainer.inputs['hyperparameters'].producer_component_id ==
+          'latest_hyperparameters_resolver')
+
+
+def test_transform_waits_for_the_data_gate(tmp_path):
+  pipeline = training_pipeline.create_pipeline(PipelineConfig.quick(str(tmp_path)))
+  transform = next(c for c in pipeline.components if c.id == 'Transform')
+  assert 'DataGate' in {node.id for node in transform.upstream_nodes}
+
+
+def test_blessing_threshold_applies_to_the_overall_slice_only(tmp_path):
+  config = PipelineConfig.quick(str(tmp_path), min_auc=0.9, max_auc_drop=0.02)
+  auc = next(m for m in training_pipeline.eval_config(config).metrics_specs[0].metrics
+             if m.class_name == 'AUC')
+  (per_slice,) = auc.per_slice_thresholds
+  assert [s.feature_keys for s in per_slice.slicing_specs] == [[]]
+  assert per_slice.threshold.value_threshold.lower_bound.value == 0.9
+  assert per_slice.threshold.change_threshold.absolute.value == -0.02

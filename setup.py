@@ -12,7 +12,7 @@ setuptools.setup(
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=[
         'loopline', 'loopline.*', 'pipeline', 'pipeline.*', 'components', 'components.*',
-        'models', 'models.*', 'serving', 'serving.*']),
+        'models', 'models.*', 'serving', 'serving.*', 'registry', 'registry.*']),
     install_requires=[
         'tfx[kfp]==1.16.0',
         'apache-beam[gcp]==2.59.0',

@@ -9,8 +9,7 @@ ExampleValidator and the DataGate's verdict.
 
 No TFX import.
 """
-import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from pipeline import metadata_queries as mq
 from registry import catalog
@@ -116,17 +115,3 @@ def _validation_of(graph: Graph, examples) -> List[int]:
         frontier.extend(edge.artifact_id for edge in graph.outputs.get(chosen, []))
   return found
 
-
-def chain_summary(steps: List[Dict[str, Any]]) -> Dict[str, Optional[str]]:
-  """{role: 'Type #id'} of the main artifact of each role, for a one-screen overview."""
-  wanted = {'data': 'examples', 'statistics': 'statistics', 'schema': 'schema',
-            'validation': 'anomalies', 'data gate': 'report', 'transform': 'transform_graph',
-            'tuning': 'best_hyperparameters', 'training': 'model', 'evaluation': 'blessing',
-            'push': 'pushed_model'}
-  summary = {}
-  for step in steps:
-    key = wanted.get(step['role'])
-    for output in step['outputs']:
-      if output['key'] == key and step['role'] not in summary:
-        summary[step['role']] = f'{output["type"]} #{output["id"]} ({os.path.basename(output["uri"])})'
-  return summary

@@ -202,7 +202,7 @@ def plan_promote(model_name: str, state: RegistryState, facts: VersionFacts,
                        hint='--force cannot override this')
   if soft and not force:
     raise RefusedError('promote', name, soft, forceable=True)
-  if force and not (reason or '').strip():
+  if soft and not (reason or '').strip():
     raise RefusedError('promote', name, ['a forced promotion needs a reason'], forceable=False,
                        hint='Give one with --reason "..."; it is recorded with the override')
   current = state.stage_of(version, recorded)
@@ -212,7 +212,7 @@ def plan_promote(model_name: str, state: RegistryState, facts: VersionFacts,
   staging = None if state.staging == version else state.staging
   stable, canary = _labels(version, staging, state)
   return Plan(PROMOTE, version, _changes(pairs), version, staging, stable, canary,
-              reason.strip() if reason else 'promoted', forced=bool(force and soft),
+              reason.strip() if reason else 'no reason given', forced=bool(force and soft),
               overridden=soft if force else ())
 
 
@@ -241,7 +241,7 @@ def plan_rollback(model_name: str, state: RegistryState, target: Optional[Versio
                        hint='--force cannot override this')
   if soft and not force:
     raise RefusedError('roll back to', name, soft, forceable=True)
-  if force and not (reason or '').strip():
+  if soft and not (reason or '').strip():
     raise RefusedError('roll back to', name, ['a forced rollback needs a reason'],
                        forceable=False, hint='Give one with --reason "..."')
   pairs = [(target.version, state.stage_of(target.version, recorded), PRODUCTION),

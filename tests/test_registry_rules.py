@@ -115,6 +115,8 @@ def test_forced_promotion_records_what_it_overrode():
 def test_force_on_a_clean_version_is_not_recorded_as_an_override():
   plan = stages.plan_promote(M, state(production=10), ok(12), {}, reason='why not', force=True)
   assert not plan.forced and plan.overridden == ()
+  plan = stages.plan_promote(M, state(production=10), ok(12), {}, force=True)  # nothing to justify
+  assert not plan.forced and plan.reason == 'no reason given'
 
 
 def test_forced_promotion_needs_a_reason():

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A throwaway MariaDB (MySQL-compatible) server on loopback, for ML Metadata tests.
+#
+#   scripts/mariadb.sh install            install Debian's mariadb-server if it is missing
+#   scripts/mariadb.sh start DATADIR PORT install if needed, initialize DATADIR, start the server
+#                                         on 127.0.0.1:PORT, create user loopline/loopline
+#   scripts/mariadb.sh stop DATADIR       stop the server started on DATADIR
+#
+# The server runs from its own data directory with --no-defaults: it neither reads nor touches the
+# system's MariaDB configuration, data or service. `start` prints the connection URL
+# (mysql://loopline:loopline@127.0.0.1:PORT) on its last line. Idempotent: `install` does nothing
+# when the server binary exists; `start` on a running DATADIR prints the URL again.
+set -euo pipefail
+
+USER_NAME=loopline
+USER_PASSWORD=loopline
+
+die() { echo "mariadb.sh: $*" >&2; exit 1; }
+
+server_binary() {
+  local candidate
+  for candidate in mariadbd mysqld /usr/sbin/mariadbd /usr/sbin/mysqld; do
+    if command -v "$candidate" >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+install_server() {
+  if server_binary >/dev/null; then return 0; fi
+  command -v apt-get >/dev/null || die "mariadb-server is missing and there is no apt-get to install it"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "mariadb.sh: installing mariadb-server (apt-get)" >&2
+  # Update the package lists only when installing without them fails (fresh machine).
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+      mariadb-server >&2; then
+    $sudo apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+      mariadb-server >&2
+  fi
+  server_binary >/dev/null || die "mariadb-server installed but no mariadbd/mysqld binary found"
+}
+
+client() {  # client DATADIR SQL: run SQL as root through the server's socket
+  local bin
+  bin="$(command -v mariadb || command -v mysql)" || die "no mariadb/mysql client binary"
+  "$bin" --no-defaults --protocol=socket --socket="$1/mysqld.sock" -uroot -e "$2"
+}
+
+start_server() {
+  local datadir="$1" port="$2"
+  [[ "$port" =~ ^[0-9]+$ ]] || die "port must be a number, got '$port'"
+  install_server
+  mkdir -p "$datadir"
+  datadir="$(cd "$datadir" && pwd)"
+  local url="mysql://$USER_NAME:$USER_PASSWORD@127.0.0.1:$port"
+  if [ -f "$datadir/mysqld.pid" ] && kill -0 "$(cat "$datadir/mysqld.pid")" 2>/dev/null; then
+    echo "$url"; return 0
+  fi
+  local run_as
+  run_as="$(id -un)"
+  if [ ! -d "$datadir/mysql" ]; then
+    local install_db
+    install_db="$(command -v mariadb-install-db || command -v mysql_install_db)" \
+      || die "no mariadb-install-db binary"
+    "$install_db" --no-defaults --datadir="$datadir" --user="$run_as" \
+      --auth-root-authentication-method=normal --skip-test-db >"$datadir/install.log" 2>&1 \
+      || { cat "$datadir/install.log" >&2; die "could not initialize $datadir"; }
+  fi
+  "$(server_binary)" --no-defaults --datadir="$datadir" --user="$run_as" \
+    --bind-address=127.0.0.1 --port="$port" --socket="$datadir/mysqld.sock" \
+    --pid-file="$datadir/mysqld.pid" --log-error="$datadir/error.log" \
+    --skip-name-resolve --innodb-buffer-pool-size=64M --max-connections=50 \
+    >/dev/null 2>&1 &
+  local i
+  for i in $(seq 1 60); do
+    if [ -S "$datadir/mysqld.sock" ] && client "$datadir" "SELECT 1" >/dev/null 2>&1; then
+      client "$datadir" "CREATE USER IF NOT EXISTS '$USER_NAME'@'%' IDENTIFIED BY '$USER_PASSWORD';
+                         GRANT ALL PRIVILEGES ON *.* TO '$USER_NAME'@'%'; FLUSH PRIVILEGES;"
+      echo "$url"
+      return 0
+    fi
+    sleep 0.5
+  done
+  tail -20 "$datadir/error.log" >&2 || true
+  die "server on $datadir did not come up on 127.0.0.1:$port within 30 s"
+}
+
+stop_server() {
+  local datadir="$1" pid
+  [ -f "$datadir/mysqld.pid" ] || return 0
+  pid="$(cat "$datadir/mysqld.pid")"
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  die "server $pid on $datadir did not stop within 30 s"
+}
+
+case "${1:-}" in
+  install) install_server ;;
+  start) [ $# -eq 3 ] || die "usage: $0 start DATADIR PORT"; start_server "$2" "$3" ;;
+  stop) [ $# -eq 2 ] || die "usage: $0 stop DATADIR"; stop_server "$2" ;;
+  *) die "usage: $0 install | start DATADIR PORT | stop DATADIR" ;;
+esac

@@ -1,0 +1,133 @@
+"""ML Metadata on MySQL, as in a cluster: the quick training pipeline runs against a real
+MySQL-compatible server on loopback (Debian's MariaDB, installed if missing and started with a
+throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it.
+
+Nothing is skipped: if MariaDB cannot be installed or started, or MLMD's MySQL client cannot talk
+to it, the test fails with that error.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from loopline import cli
+from pipeline import kubeflow
+from pipeline import metadata_queries as mq
+from pipeline import training_pipeline
+from pipeline.config import REPO_ROOT, PipelineConfig
+from tests.conftest import sample_spans
+
+pytestmark = pytest.mark.timeout(1200)
+
+MARIADB = os.path.join(REPO_ROOT, 'scripts', 'mariadb.sh')
+NOTEBOOKS_DIR = os.path.join(REPO_ROOT, 'notebooks')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def mysql_url(tmp_path_factory):
+  """mysql://loopline:loopline@127.0.0.1:PORT of a MariaDB started for this module."""
+  datadir = str(tmp_path_factory.mktemp('mariadb'))
+  started = subprocess.run(['bash', MARIADB, 'start', datadir, str(_free_port())],
+                           capture_output=True, text=True, timeout=900)
+  if started.returncode != 0:
+    pytest.fail(f'scripts/mariadb.sh could not start MariaDB:\n{started.stderr[-3000:]}')
+  yield started.stdout.strip().splitlines()[-1]
+  stopped = subprocess.run(['bash', MARIADB, 'stop', datadir], capture_output=True, text=True,
+                           timeout=120)
+  assert stopped.returncode == 0, stopped.stderr
+
+
+def _loopline_nb():
+  sys.path.insert(0, NOTEBOOKS_DIR)
+  try:
+    import loopline_nb
+  finally:
+    sys.path.remove(NOTEBOOKS_DIR)
+  return loopline_nb
+
+
+@pytest.fixture(scope='module')
+def mysql_run(mysql_url, tmp_path_factory):
+  base = tmp_path_factory.mktemp('mysql_run')
+  config = PipelineConfig.quick(
+      str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
+      last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
+      mysql=kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
+  return config, cli.train(config)
+
+
+def test_the_training_pipeline_records_to_mysql(mysql_run):
+  config, summary = mysql_run
+  assert not os.path.exists(config.metadata_path)        # nothing went to SQLite
+  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  assert config.mysql.database == 'loopline_mlmd'
+  runs = mq.run_contexts(store, config.pipeline_name)
+  assert [r.name for r in runs] == [summary['run_id']]
+  records = {r.node_id: r for r in mq.execution_records(store, runs[0])}
+  assert {'SpanRangeCsvExampleGen', 'DataGate', 'Transform', 'Trainer', 'Evaluator',
+          'AtomicPusher'} <= set(records)
+  assert 'Tuner' not in records                           # tuning off, nothing tuned yet
+  assert {r.state for n, r in records.items() if not n.endswith('resolver')} == {'COMPLETE'}
+  report = records['DataGate'].outputs['report'][0]
+  assert mq.custom_property(report, 'verdict') in ('clean', 'warnings')
+  assert summary['blessed'] is True and summary['pushed_version']
+  assert summary['hyperparameters_source'] == 'model defaults'
+
+
+def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, monkeypatch):
+  config, summary = mysql_run
+  nb = _loopline_nb()
+  monkeypatch.setenv('LOOPLINE_HOME', config.home)
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', f'{mysql_url}/loopline_mlmd')
+  monkeypatch.delenv('LOOPLINE_RUN_ID', raising=False)
+  run = nb.open_run()
+  assert run.config.mysql == config.mysql and run.run_id == summary['run_id']
+  assert 'MySQL 127.0.0.1' in run.describe()
+  assert nb.served_versions(config) == [summary['pushed_version']]
+  pushed = nb.pushed_model(run, summary['pushed_version'])
+  graph = nb.lineage(run, pushed)
+  nodes = {r.node_id for r in graph.executions.values()}
+  assert {'AtomicPusher', 'Trainer', 'Transform', 'Evaluator', 'SpanRangeCsvExampleGen',
+          'ImportSchemaGen'} <= nodes
+  examples = graph.execution('SpanRangeCsvExampleGen').outputs['examples'][0]
+  assert mq.custom_property(examples, 'span_range') == '1-2'
+  assert mq.custom_property(examples, 'span_versions') == '1:1,2:1'
+  trainer = graph.execution('Trainer')
+  assert trainer.outputs['model'][0].id == graph.execution('AtomicPusher').inputs['model'][0].id
+  assert graph.artifacts_of_type('ModelEvaluation', run.store)
+  # Every edge connects nodes of the graph, from the data to the pushed model.
+  assert all(s in graph.nodes and t in graph.nodes for s, t in graph.edges)
+
+
+def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
+  nb = _loopline_nb()
+  good = kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
+  wrong_password = kubeflow.parse_mysql_url(
+      f'mysql://{good.username}:not-the-password@{good.host}:{good.port}/loopline_mlmd')
+  config = PipelineConfig(home=str(tmp_path), mysql=wrong_password)
+  with pytest.raises(ConnectionError, match=r'cannot open ML Metadata on MySQL '
+                                            r'loopline@127\.0\.0\.1:\d+/loopline_mlmd: the server '
+                                            r'answers: check the user, password and database '
+                                            r'\(MLMD: mysql_real_connect failed'):
+    nb.open_run(config=config)
+  closed = kubeflow.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
+  with pytest.raises(ConnectionError, match=r'nothing answers on 127\.0\.0\.1:\d+ \('
+                                            r'Connection refused\)'):
+    nb.open_run(config=PipelineConfig(home=str(tmp_path), mysql=closed))
+
+
+def test_mariadb_script_rejects_bad_arguments(tmp_path):
+  bad_port = subprocess.run(['bash', MARIADB, 'start', str(tmp_path), 'port'],
+                            capture_output=True, text=True, timeout=60)
+  assert bad_port.returncode != 0 and "port must be a number, got 'port'" in bad_port.stderr
+  usage = subprocess.run(['bash', MARIADB, 'restart'], capture_output=True, text=True,
+                         timeout=60)
+  assert usage.returncode != 0 and 'usage:' in usage.stderr

@@ -1,8 +1,11 @@
 """Reading a pipeline run back from ML Metadata: which components ran, for how long, cached or not,
-and what they consumed and produced. Used by the run summary, the benchmark and the tests.
+and what they consumed and produced. Used by the run summary, the registry, the notebooks, the
+benchmark and the tests. Imports ML Metadata only (not TFX, whose import alone takes seconds).
 """
 import dataclasses
-from typing import Dict, List, Optional
+import json
+import os
+from typing import Any, Dict, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -12,6 +15,7 @@ RUN_CONTEXT_TYPE = 'pipeline_run'
 NODE_CONTEXT_TYPE = 'node'
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
 
 
 @dataclasses.dataclass
@@ -33,6 +37,37 @@ class ExecutionRecord:
 
 def open_store(connection_config) -> metadata_store.MetadataStore:
   return metadata_store.MetadataStore(connection_config)
+
+
+def connection_config(config) -> metadata_store_pb2.ConnectionConfig:
+  """The MLMD connection of a PipelineConfig: MySQL when configured, else SQLite in the home."""
+  connection = metadata_store_pb2.ConnectionConfig()
+  if config.mysql:
+    connection.mysql.host = config.mysql.host
+    connection.mysql.port = config.mysql.port
+    connection.mysql.database = config.mysql.database
+    connection.mysql.user = config.mysql.username
+    connection.mysql.password = config.mysql.password
+  else:
+    os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
+    connection.sqlite.filename_uri = config.metadata_path
+    connection.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+  return connection
+
+
+def open_pipeline_store(config) -> metadata_store.MetadataStore:
+  """The MLMD store of a PipelineConfig."""
+  return open_store(connection_config(config))
+
+
+def read_hyperparameters(uri: str) -> Optional[Dict[str, Any]]:
+  """The `values` of a HyperParameters artifact (the Tuner's best_hyperparameters.txt), if any."""
+  try:
+    with open(os.path.join(uri, HYPERPARAMETERS_FILE)) as f:
+      return json.load(f).get('values')
+  except (OSError, ValueError):
+    return None
 
 
 def run_contexts(store: metadata_store.MetadataStore,
@@ -72,11 +107,17 @@ def execution_records(store: metadata_store.MetadataStore,
   records = {e.id: ExecutionRecord(node_id_of(store, e.id), e, {}, {}) for e in executions}
   for event in events:
     record = records[event.execution_id]
-    key = event.path.steps[0].key if event.path.steps else ''
+    # One event names every key the artifact was bound to (e.g. the same model as `model` and
+    # `baseline_model`).
+    keys = [step.key for step in event.path.steps if step.HasField('key')] or ['']
     if event.type in (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT):
-      record.inputs.setdefault(key, []).append(artifacts[event.artifact_id])
+      side = record.inputs
     elif event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
-      record.outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+      side = record.outputs
+    else:
+      continue
+    for key in keys:
+      side.setdefault(key, []).append(artifacts[event.artifact_id])
   return list(records.values())
 
 

@@ -1,15 +1,12 @@
 """What a training run did, read back from ML Metadata, as a dict and as a short human summary."""
-import json
 import os
 from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
 
 from pipeline import metadata_queries as mq
-from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 
-HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
 SUMMARY_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
                    'calibration', 'example_count')
 MIN_SLICE_EXAMPLES = 50     # smaller slices are too noisy to call "the worst"
@@ -37,16 +34,9 @@ def slice_metrics(evaluation_uri: str) -> List[Dict[str, Any]]:
   return sorted(rows, key=lambda r: (r['slice'] != 'overall', r['slice']))
 
 
-def read_hyperparameters(artifact) -> Optional[Dict[str, Any]]:
-  if artifact is None:
-    return None
-  with open(os.path.join(artifact.uri, HYPERPARAMETERS_FILE)) as f:
-    return json.load(f).get('values')
-
-
 def collect(config: PipelineConfig) -> Dict[str, Any]:
   """The latest run of the pipeline, from MLMD."""
-  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  store = mq.open_pipeline_store(config)
   run = mq.latest_run(store, config.pipeline_name)
   if run is None:
     raise LookupError(f'no run of pipeline {config.pipeline_name!r} in ML Metadata')
@@ -65,7 +55,8 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
     summary['data_gate'] = {k: mq.custom_property(report, k)
                             for k in ('verdict', 'num_warnings', 'num_blocking')}
   hyperparameters = _first(records, 'Trainer', 'inputs', 'hyperparameters')
-  summary['hyperparameters'] = read_hyperparameters(hyperparameters)
+  summary['hyperparameters'] = (mq.read_hyperparameters(hyperparameters.uri)
+                                if hyperparameters is not None else None)
   summary['hyperparameters_source'] = (
       'tuner (this run)' if 'Tuner' in records else
       'last tuned (MLMD)' if hyperparameters is not None else 'model defaults')

@@ -5,13 +5,13 @@ KubeflowV2DagRunner for Kubeflow); `metadata_connection_config(config)` is its M
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.orchestration import metadata
 from tfx.proto import range_config_pb2
 
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
 from components.span_example_gen.component import SpanRangeCsvExampleGen
 from models import features
+from pipeline import metadata_queries
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
@@ -25,17 +25,13 @@ STATS_OPTIONS = dict(num_histogram_buckets=50, num_quantiles_histogram_buckets=5
 
 
 def metadata_connection_config(config: PipelineConfig):
-  if config.mysql:
-    return metadata.mysql_metadata_connection_config(
-        host=config.mysql.host, port=config.mysql.port, database=config.mysql.database,
-        username=config.mysql.username, password=config.mysql.password)
-  return metadata.sqlite_metadata_connection_config(config.metadata_path)
+  """The pipeline's ML Metadata store (SQLite in the home, or MySQL when configured)."""
+  return metadata_queries.connection_config(config)
 
 
 def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
   """Whether ML Metadata holds HyperParameters produced by this pipeline's Tuner."""
-  from pipeline import metadata_queries
-  store = metadata_queries.open_store(metadata_connection_config(config))
+  store = metadata_queries.open_pipeline_store(config)
   pipeline_context = store.get_context_by_type_and_name(metadata_queries.PIPELINE_CONTEXT_TYPE,
                                                         config.pipeline_name)
   if pipeline_context is None:

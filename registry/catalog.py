@@ -7,7 +7,6 @@ Model artifact that no push consumed is listed as a dev model, `model:<artifact 
 No TFX import: ML Metadata (through `registry.graph`) and small JSON files.
 """
 import dataclasses
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -16,7 +15,6 @@ from registry import stages
 from registry.graph import Graph
 
 PUSHED_MODEL_TYPE, MODEL_TYPE = 'PushedModel', 'Model'
-HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'   # as pipeline.run_summary reads it
 DEV_PREFIX = 'model:'
 EVAL_METRIC_PREFIX = 'eval_'                         # registry.store.EVAL_METRIC_PREFIX
 
@@ -55,15 +53,6 @@ class ModelRecord:
 
   def as_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
-
-
-def read_hyperparameters(uri: str) -> Optional[Dict[str, Any]]:
-  """The `values` of a HyperParameters artifact (same file and format as run_summary reads)."""
-  try:
-    with open(os.path.join(uri, HYPERPARAMETERS_FILE)) as f:
-      return json.load(f).get('values')
-  except (OSError, ValueError):
-    return None
 
 
 def source_examples(graph: Graph, examples) -> Optional[Any]:
@@ -105,7 +94,7 @@ def _fill_training(graph: Graph, record: ModelRecord, model) -> None:
   hyperparameters = graph.first_input(trainer, 'hyperparameters')
   if hyperparameters is not None:
     record.hyperparameters_id = hyperparameters.id
-    record.hyperparameters = read_hyperparameters(hyperparameters.uri)
+    record.hyperparameters = mq.read_hyperparameters(hyperparameters.uri)
     tuner = graph.producer(hyperparameters.id)
     record.hyperparameters_run = graph.run.get(tuner) if tuner is not None else None
 

@@ -10,7 +10,6 @@ from typing import Dict, Optional
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import metadata_queries as mq
 
@@ -27,27 +26,8 @@ _NOT_METRICS = {'model_name', 'model_version', 'tfx_version', 'is_external', 'st
                 'window_start', 'window_end'}
 
 
-def connection_config(config) -> metadata_store_pb2.ConnectionConfig:
-  """The pipeline's MLMD connection (same as training_pipeline.metadata_connection_config, built
-  without importing TFX: that import alone takes ~15 s, too slow for `loopline models list`)."""
-  connection = metadata_store_pb2.ConnectionConfig()
-  if config.mysql:
-    connection.mysql.host = config.mysql.host
-    connection.mysql.port = config.mysql.port
-    connection.mysql.database = config.mysql.database
-    connection.mysql.user = config.mysql.username
-    connection.mysql.password = config.mysql.password
-  else:
-    connection.sqlite.filename_uri = config.metadata_path
-    connection.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
-  return connection
-
-
 def open_store(config) -> metadata_store.MetadataStore:
-  if not config.mysql:
-    os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-  return mq.open_store(connection_config(config))
+  return mq.open_pipeline_store(config)
 
 
 def load_error(model_name: str, version: int, path: str) -> Optional[str]:

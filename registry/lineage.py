@@ -39,7 +39,7 @@ def _artifact(graph: Graph, key: str, artifact) -> Dict[str, Any]:
   properties = {name: mq.custom_property(artifact, name) for name in SHOWN_PROPERTIES
                 if isinstance(mq.custom_property(artifact, name), (int, float, str))}
   if entry['type'] == 'HyperParameters':
-    properties['values'] = catalog.read_hyperparameters(artifact.uri)
+    properties['values'] = mq.read_hyperparameters(artifact.uri)
   if entry['type'] != 'ModelBlessing':
     properties.pop('blessed', None)   # ExampleValidator's per-split struct is not a blessing
   if properties:

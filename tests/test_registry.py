@@ -141,17 +141,6 @@ def test_lineage_goes_from_the_push_back_to_the_spans(setup):
   assert text == cli_out(setup.config, 'models', 'show', str(setup.v2))[1]
 
 
-def test_pipeline_helpers_agree_with_the_registry_copies(setup):
-  """The registry builds the MLMD connection and reads hyperparameters without importing TFX;
-  they must stay what the pipeline and its run summary use."""
-  from pipeline import run_summary, training_pipeline
-  assert checks.connection_config(setup.config) == \
-      training_pipeline.metadata_connection_config(setup.config)
-  store = checks.open_store(setup.config)
-  for artifact in store.get_artifacts_by_type('HyperParameters'):
-    assert catalog.read_hyperparameters(artifact.uri) == run_summary.read_hyperparameters(artifact)
-
-
 # ---- stages ----------------------------------------------------------------------------------
 
 def test_bootstrap_stage_promote_rollback_recorded_in_mlmd(setup, tmp_path):

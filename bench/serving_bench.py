@@ -7,8 +7,10 @@ $LOOPLINE_HOME/serving/big_tipper):
   - the embedded server over REST and gRPC, with batching on and off, request logging on (sampling
     1.0) and off;
 at concurrency 1, 8, 32 and 64 (one example per request, keep-alive connections / one gRPC
-channel). Servers run in their own processes; the load generator (asyncio HTTP and grpc.aio
-clients) runs here. Prints a table and saves JSON (bench/results/serving.json).
+channel). Servers run in their own processes, all at once, and the cells alternate between them so
+that comparisons are not skewed by the machine's load drifting; the load generator (asyncio HTTP
+and grpc.aio clients) runs here, on the same cores. Prints a table and saves JSON
+(bench/results/serving.json).
 
   .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--concurrency 1,8,32,64]
 
@@ -304,27 +306,32 @@ def main():
         f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up\n', flush=True)
   setups = [('naive', None, None), ('embedded', True, False), ('embedded', False, False),
             ('embedded', True, True)]
-  results = []
+  results, servers = [], []
   try:
-    for kind, batching, logging in setups:
-      home = os.path.join(work, f'home-{len(results)}')
-      server = (naive_server(version_dir) if kind == 'naive' else
-                embedded_server(os.path.join(work, 'models'), home, batching, logging))
-      try:
-        for protocol in (['rest'] if kind == 'naive' else ['rest', 'grpc']):
+    # All servers run at once and the cells alternate between them, so every comparison at a
+    # given protocol and concurrency is measured within seconds (the machine's load drifts).
+    for index, (kind, batching, logging) in enumerate(setups):
+      print(f'Starting server {index + 1}/{len(setups)}...', flush=True)
+      servers.append((kind, batching, logging, naive_server(version_dir) if kind == 'naive' else
+                      embedded_server(os.path.join(work, 'models'),
+                                      os.path.join(work, f'home-{index}'), batching, logging)))
+    for protocol in ('rest', 'grpc'):
+      for concurrency in levels:
+        for kind, batching, logging, server in servers:
+          if protocol == 'grpc' and kind == 'naive':
+            continue
           port = server.rest_port if protocol == 'rest' else server.grpc_port
-          for concurrency in levels:
-            cell = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
-                                       args.warmup))
-            cell.update(server=kind, batching=batching, logging=logging, protocol=protocol,
-                        concurrency=concurrency)
-            results.append(cell)
-            print(f'  {server.name:40s} {protocol:4s} c={concurrency:<3d} '
-                  f'{cell["throughput_rps"]:8.1f} req/s  p50 {cell["p50_ms"]} ms  '
-                  f'p99 {cell["p99_ms"]} ms  errors {cell["errors"]}', flush=True)
-      finally:
-        server.stop()
+          cell = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
+                                     args.warmup))
+          cell.update(server=kind, batching=batching, logging=logging, protocol=protocol,
+                      concurrency=concurrency)
+          results.append(cell)
+          print(f'  {server.name:40s} {protocol:4s} c={concurrency:<3d} '
+                f'{cell["throughput_rps"]:8.1f} req/s  p50 {cell["p50_ms"]} ms  '
+                f'p99 {cell["p99_ms"]} ms  errors {cell["errors"]}', flush=True)
   finally:
+    for *_, server in servers:
+      server.stop()
     shutil.rmtree(work, ignore_errors=True)
   summary = summarize(results)
   print_table(results, summary)

@@ -89,14 +89,25 @@ def _static_metadata(name: str, version: int, signature_name: str, sampling_rate
           length_delimited(3, b'serve'))
 
 
+@functools.lru_cache(maxsize=1024)
+def _map_key(alias: str) -> bytes:
+  return length_delimited(1, alias.encode('utf-8'))
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_fields(name: str, version: int, signature_name: str) -> tuple[bytes, bytes]:
+  """ModelSpec as field 1 (of PredictRequest) and as field 2 (of PredictResponse)."""
+  spec = model_spec(name, version, signature_name)
+  return length_delimited(1, spec), length_delimited(2, spec)
+
+
 def _tensor_map(field_number: int, arrays: dict) -> bytes | None:
   parts = []
   for alias, array in arrays.items():
     encoded = tensor(array)
     if encoded is None:
       return None
-    parts.append(length_delimited(field_number, length_delimited(1, alias.encode('utf-8')) +
-                                  length_delimited(2, encoded)))
+    parts.append(length_delimited(field_number, _map_key(alias) + length_delimited(2, encoded)))
   return b''.join(parts)
 
 
@@ -108,12 +119,13 @@ def predict_log(name: str, version: int, signature_name: str, sampling_rate: flo
   response_outputs = _tensor_map(1, outputs)
   if request_inputs is None or response_outputs is None:
     return None
-  spec = model_spec(name, version, signature_name)
+  request_spec, response_spec = _spec_fields(name, version, signature_name)
   metadata = (_static_metadata(name, version, signature_name, sampling_rate) +
               varint_field(4, timestamp_secs) +
               length_delimited(6, request_origin.encode('utf-8')))
-  request = (length_delimited(1, spec) + request_inputs +
-             b''.join(length_delimited(3, f.encode('utf-8')) for f in output_filter))
-  response = response_outputs + length_delimited(2, spec)
+  request = request_spec + request_inputs
+  if output_filter:
+    request += b''.join(length_delimited(3, f.encode('utf-8')) for f in output_filter)
   return (length_delimited(1, metadata) +
-          length_delimited(6, length_delimited(1, request) + length_delimited(2, response)))
+          length_delimited(6, length_delimited(1, request) +
+                           length_delimited(2, response_outputs + response_spec)))

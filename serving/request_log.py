@@ -1,9 +1,10 @@
 """Sampled request logging to PredictionLog TFRecord files, off the request path.
 
-Requests hand a `LogRecord` (plain Python/numpy values) to a bounded buffer and return at once; a
-writer thread, waking every few milliseconds, builds the `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`, applies the
-privacy rules, and appends it to a hidden temporary file, which is renamed to its final name when it
-is big or old enough, or at shutdown. A full buffer or a failing disk drops records (counted in the
+Requests hand a `LogRecord` (plain Python/numpy values) to a bounded buffer and return at once.
+After the responses went out, the event loop serializes the records as
+`tensorflow_serving.apis.prediction_log_pb2.PredictionLog` (privacy rules applied), and a writer
+thread appends them to a hidden temporary file, which is renamed to its final name when it is big
+or old enough, or at shutdown. A full buffer or a failing disk drops records (counted in the
 metrics) but never delays or fails a prediction. Retention (age, total size) is enforced after every
 rotation and once a minute.
 
@@ -16,6 +17,7 @@ The request id has no field of its own in TF Serving's `LogMetadata`; it is stor
 `log_metadata.request_origin` as `request_id=<id>`, plus `;example=<i>` for the i-th example of a
 split request (see `request_id_of`, `example_index_of`).
 """
+import asyncio
 import collections
 import dataclasses
 import logging
@@ -188,13 +190,14 @@ def salvage_leftovers(directory: str) -> list[str]:
 class RequestLogger:
   """Bounded buffer + writer thread producing rotated, finalized PredictionLog files.
 
-  The request path only appends to a deque (no lock, no thread wake-up per record); the writer
-  wakes every `DRAIN_SECONDS`, converts and writes what accumulated in chunks, and yields the
-  interpreter between chunks so the event loop is never held up for long.
+  `submit` (on the event loop) only appends to a deque. Records are converted on the event loop
+  right after their responses went out (one callback per loop iteration for everything that
+  accumulated), so a single thread does the Python work and no request waits for the interpreter
+  lock held by a busy logging thread; the writer thread wakes every `DRAIN_SECONDS` and only appends
+  ready bytes to the file.
   """
 
   DRAIN_SECONDS = 0.02
-  CHUNK_RECORDS = 64
 
   def __init__(self, config: RequestLogConfig, privacy: PrivacyFilter,
                metrics: metrics_lib.Metrics, rng: random.Random | None = None):
@@ -202,7 +205,9 @@ class RequestLogger:
     self._privacy = privacy
     self._metrics = metrics
     self._rng = rng or random.Random()
-    self._pending: collections.deque[LogRecord] = collections.deque()
+    self._records: collections.deque[LogRecord] = collections.deque()
+    self._encoded: collections.deque[tuple[bytes, int]] = collections.deque()
+    self._encode_scheduled = False
     self._stop = threading.Event()
     self._writer_id = os.urandom(3).hex()
     self._sequence = 0
@@ -224,11 +229,14 @@ class RequestLogger:
     return self.config.sampling_rate >= 1.0 or self._rng.random() < self.config.sampling_rate
 
   def submit(self, record: LogRecord) -> bool:
-    """Hand a record to the writer without blocking; False (and counted) if the buffer is full."""
-    if len(self._pending) >= self.config.buffer_records:
+    """Queue a record (call on the event loop); False, and counted, when the buffer is full."""
+    if len(self._records) + len(self._encoded) >= self.config.buffer_records:
       self._metrics.inc(metrics_lib.LOG_DROPPED, reason='buffer_full')
       return False
-    self._pending.append(record)
+    self._records.append(record)
+    if not self._encode_scheduled:
+      self._encode_scheduled = True
+      asyncio.get_running_loop().call_soon(self._encode_queued)
     return True
 
   def close(self):
@@ -239,48 +247,57 @@ class RequestLogger:
     self._thread.join()
     self._thread = None
 
+  def _encode_queued(self):
+    self._encode_scheduled = False
+    self._encode_all()
+
+  def _encode_all(self):
+    """Serialize and frame every queued record (privacy rules applied)."""
+    while self._records:
+      record = self._records.popleft()
+      try:
+        logs = serialized_prediction_logs(record, self._privacy, self.config.sampling_rate)
+      except Exception:  # pylint: disable=broad-except  # A bad record must not stop logging.
+        log.exception('Cannot convert a request to a PredictionLog; dropped')
+        self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')
+        continue
+      self._encoded.append((b''.join(log_files.frame_record(p) for p in logs), len(logs)))
+
   def _write_loop(self):
     while not self._stop.wait(self.DRAIN_SECONDS):
-      self._drain()
+      self._write_encoded()
       now = time.time()
       if now - self._last_flush >= self.config.flush_interval_seconds:
         self._last_flush = now
         self._flush_and_maybe_rotate()
-    self._drain()
+    self._encode_all()  # Whatever the event loop had no turn to convert before shutdown.
+    self._write_encoded()
     self._finalize()
 
-  def _drain(self):
-    while self._pending:
-      written = 0
-      for _ in range(min(self.CHUNK_RECORDS, len(self._pending))):
-        written += self._write(self._pending.popleft())
-      if written:
-        self._metrics.inc(metrics_lib.LOG_WRITTEN, written)
-      time.sleep(0)  # Let the request threads run between chunks.
+  def _write_encoded(self):
+    written = 0
+    while self._encoded:
+      framed, count = self._encoded.popleft()
+      written += self._write(framed, count)
+    if written:
+      self._metrics.inc(metrics_lib.LOG_WRITTEN, written)
 
-  def _write(self, record: LogRecord) -> int:
-    """Append one request's PredictionLogs to the open file; the number of records written."""
-    try:
-      logs = serialized_prediction_logs(record, self._privacy, self.config.sampling_rate)
-      framed = b''.join(log_files.frame_record(p) for p in logs)
-    except Exception:  # pylint: disable=broad-except  # A bad record must not stop the writer.
-      log.exception('Cannot convert a request to a PredictionLog; dropped')
-      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')
-      return 0
+  def _write(self, framed: bytes, count: int) -> int:
+    """Append one request's framed PredictionLogs to the open file; the records written."""
     try:
       if self._file is None:
         self._open()
       self._file.write(framed)
       self._size += len(framed)
     except OSError as e:
-      log.error('Cannot write the request log: %s; record dropped', e)
-      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='write_error')
+      log.error('Cannot write the request log: %s; %d records dropped', e, count)
+      self._metrics.inc(metrics_lib.LOG_DROPPED, count, reason='write_error')
       self._abandon()
       return 0
     if log_files.should_rotate(self._size, self._opened_at, time.time(),
                                self.config.max_file_bytes, self.config.max_file_age_seconds):
       self._finalize()
-    return len(logs)
+    return count
 
   def _open(self):
     self._sequence += 1

@@ -9,7 +9,7 @@ setup:
 	@scripts/bootstrap.sh
 
 run: setup
-	$(VENV)/bin/loopline train
+	$(VENV)/bin/loopline loop
 
 quick: setup
 	$(VENV)/bin/loopline train --quick

@@ -1,6 +1,8 @@
 """`loopline`: the command line of the whole loop.
 
+  loopline [--home DIR] loop [--quick]          (the whole loop: `make run`)
   loopline [--home DIR] train [--quick] [--spans 1-5] [--no-tuning] ...
+  loopline [--home DIR] monitor [--last-seconds N | --window-start T --window-end T]
   loopline [--home DIR] schema draft [--spans 1-5] [--out PATH]
   loopline data split
 
@@ -77,9 +79,11 @@ def check_inputs(config) -> None:
       raise ValueError(f'schema file {config.schema_path!r} declares no feature')
 
 
-def train(config, out=sys.stdout, holdout_spans=None) -> dict:
+def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) -> dict:
   """Runs the training pipeline with LocalDagRunner; returns the run summary.
 
+  `holdout_spans`: later spans (under `holdout_data_root`, default the config's data root) that
+  the trained model is scored on: the time-ordered holdout.
   Raises DataGateError (blocking anomalies), ValueError/SpanError (bad input).
   """
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
@@ -107,11 +111,26 @@ def train(config, out=sys.stdout, holdout_spans=None) -> dict:
     raise
   summary = run_summary.collect(config)
   summary['wall_seconds'] = time.monotonic() - started
-  if holdout_spans and summary.get('model_uri') and '://' not in config.data_root:
-    summary['holdout'] = holdout.evaluate_on_spans(summary['model_uri'], config.data_root,
+  if summary.get('pushed_version'):
+    summary['registry'] = _stage_in_registry(config, summary['pushed_version'])
+  holdout_root = holdout_data_root or config.data_root
+  if holdout_spans and summary.get('model_uri') and '://' not in holdout_root:
+    summary['holdout'] = holdout.evaluate_on_spans(summary['model_uri'], holdout_root,
                                                    holdout_spans[0], holdout_spans[1],
                                                    config.schema_path)
   return summary
+
+
+def _stage_in_registry(config, version) -> str:
+  """A pushed, blessed model enters staging (canary), or production when there is none yet."""
+  import registry
+  try:
+    transition = registry.stage_pushed_model(config, version)
+  except registry.RegistryError as e:        # training succeeded; the registry refused
+    return f'not staged: {e}'
+  if transition is None:
+    return f'version {version} already registered (stage unchanged)'
+  return f'{transition.action}: version {transition.version} -> {transition.to_stage}'
 
 
 def _cmd_train(args) -> int:
@@ -127,6 +146,34 @@ def _cmd_train(args) -> int:
           'review the severity policy.', file=sys.stderr)
     return EXIT_DATA_GATE
   print(f'\nDone in {summary["wall_seconds"]:.0f}s.\n' + run_summary.format_summary(summary))
+  return 0
+
+
+def _cmd_monitor(args) -> int:
+  from loopline import home as home_lib
+  from pipeline import monitoring_run
+  from pipeline.config import PipelineConfig
+  config = PipelineConfig(home=home_lib.resolve_home(args.home))
+  now = int(time.time())
+  start = args.window_start if args.window_start is not None else (
+      now - args.last_seconds if args.last_seconds else None)
+  summary = monitoring_run.monitor(config, start, args.window_end)
+  print(monitoring_run.format_monitoring(summary))
+  return 0
+
+
+def _cmd_loop(args) -> int:
+  from loopline import home as home_lib
+  from pipeline import loop
+  from pipeline.config import PipelineConfig
+  home = home_lib.resolve_home(args.home)
+  config = PipelineConfig.quick(home) if args.quick else PipelineConfig(home=home)
+  started = time.monotonic()
+  results = loop.run_loop(config, replay_limit=args.replay_limit)
+  print(f'\nThe loop closed in {time.monotonic() - started:.0f}s: model '
+        f'{results["first_version"]} (stable) -> drift alarm on '
+        f'{results["drifted"]["versions"]} -> span {results["new_span"]} -> model '
+        f'{results["canary_version"]} (canary).\nReport: {results["report"]}')
   return 0
 
 
@@ -179,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
   train_parser.add_argument('--beam-arg', action='append',
                             help='Beam pipeline argument (repeatable), replaces the defaults')
   train_parser.set_defaults(func=_cmd_train)
+
+  monitor_parser = commands.add_parser(
+      'monitor', help='run the monitoring pipeline on a window of the request logs')
+  monitor_parser.add_argument('--window-start', type=int, help='unix seconds (inclusive)')
+  monitor_parser.add_argument('--window-end', type=int, help='unix seconds (exclusive)')
+  monitor_parser.add_argument('--last-seconds', type=int,
+                              help='window = the last N seconds (instead of --window-start)')
+  monitor_parser.set_defaults(func=_cmd_monitor)
+
+  loop_parser = commands.add_parser(
+      'loop', help='the whole loop: train, serve, replay, feedback, monitor, retrain, canary')
+  loop_parser.add_argument('--quick', action='store_true', help='quick training settings')
+  loop_parser.add_argument('--replay-limit', type=int,
+                           help='replay at most this many rows per replay')
+  loop_parser.set_defaults(func=_cmd_loop)
 
   schema_parser = commands.add_parser('schema', help='schema tools')
   schema_commands = schema_parser.add_subparsers(dest='schema_command', required=True)

@@ -10,6 +10,7 @@ import os
 from typing import List, Optional, Tuple
 
 from components.data_gate import policy as policy_lib
+from components.drift_detector import policy as drift_policy_lib
 from loopline import home as home_lib
 from loopline import spans
 
@@ -52,6 +53,12 @@ class PipelineConfig:
   beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
   mysql: Optional[MySQLConnection] = None          # None: SQLite under the home directory
   enable_cache: bool = True
+  # Monitoring (pipeline/monitoring_pipeline.py): realized AUC on labelled serving traffic below
+  # this triggers retraining, like a critical drift verdict.
+  monitoring_pipeline_name: str = 'loopline-monitoring'
+  min_realized_auc: float = 0.85
+  drift_policy: drift_policy_lib.DriftPolicy = dataclasses.field(
+      default_factory=drift_policy_lib.DriftPolicy)
 
   def __post_init__(self):
     for name in ('home', 'data_root', 'schema_path'):

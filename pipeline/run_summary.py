@@ -119,4 +119,6 @@ def format_summary(summary: Dict[str, Any]) -> str:
                  f'{summary["pushed_path"]}')
   else:
     lines.append('  pushed:          nothing')
+  if summary.get('registry'):
+    lines.append(f'  registry:        {summary["registry"]}')
   return '\n'.join(lines)

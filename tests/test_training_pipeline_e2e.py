@@ -61,6 +61,18 @@ def test_every_component_runs_once_and_the_model_is_pushed(first_run):
   assert _versions(config) == [summary['pushed_version']]
 
 
+def test_first_blessed_push_becomes_the_stable_production_model(first_run):
+  from loopline import home as home_lib
+  from serving.config import parse_model_config_text
+  config, summary = first_run
+  assert summary['registry'] == (f'bootstrap: version {summary["pushed_version"]} -> '
+                                 'production')
+  with open(home_lib.serving_config_path(config.home)) as f:
+    (model,) = parse_model_config_text(f.read()).model_config_list.config
+  assert model.name == config.model_name
+  assert dict(model.version_labels) == {'stable': int(summary['pushed_version'])}
+
+
 def test_mlmd_records_the_spans_the_run_used(first_run):
   config, _ = first_run
   examples = _records(config)['SpanRangeCsvExampleGen'].outputs['examples'][0]
@@ -99,6 +111,7 @@ def test_rerun_with_nothing_changed_comes_from_cache(first_run):
       n: 'CACHED' for n in BEFORE_EVALUATOR}
   assert summary['pushed_version'] == first_summary['pushed_version']
   assert _versions(config) == versions_before
+  assert 'already registered' in summary['registry']
 
 
 def test_tuning_off_reuses_the_last_tuned_hyperparameters(first_run):

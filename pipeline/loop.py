@@ -1,0 +1,232 @@
+"""`loopline loop` (the README's `make run`): the whole loop on the bundled data, no manual step.
+
+ 1. train on the training spans (1-5); the first blessed model becomes production (`stable`)
+ 2. serve it: the embedded TF-Serving-compatible server, REST + gRPC, request logging on
+ 3. replay a clean held-back span (6) -> deliver its ground truth -> monitor: no alarm expected
+ 4. replay drifted traffic (spans 7-8, fares inflated) -> ground truth -> monitor: a critical
+    alarm naming the shifted features
+ 5. the labelled serving window of the alarm becomes the next training span; retrain on it
+ 6. the new blessed model is pushed and staged as `canary` beside `stable`; the server picks the
+    label up without restart and answers part of the traffic with it
+ 7. a summary, and one HTML report linking every stage's results
+
+The training spans live in `<home>/spans` (seeded from data/spans), so new spans never touch
+the repository.
+"""
+import dataclasses
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from loopline import home as home_lib
+from loopline import spans as spans_lib
+from pipeline.config import PipelineConfig
+
+CLEAN_SPANS = (6, 6)
+DRIFT_SPANS = (7, 8)
+DRIFT_SCENARIO = 'fare_inflation'
+CANARY_WEIGHTS = 'stable=80,canary=20'
+LOG_FILE_AGE_SECONDS = 2
+
+
+class LoopError(RuntimeError):
+  """A stage of the loop did not produce what the next one needs; the message says which."""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+class EmbeddedServer:
+  """`loopline serve` in a subprocess on free loopback ports, reading the home's models.config."""
+
+  def __init__(self, home: str, model_name: str, log_file: str):
+    self.home, self.model_name, self.log_file = home, model_name, log_file
+    self.rest_port, self.grpc_port = _free_port(), _free_port()
+    self.process: Optional[subprocess.Popen] = None
+
+  def start(self, timeout: float = 120.0) -> None:
+    command = [sys.executable, '-m', 'loopline.cli', '--home', self.home, 'serve',
+               '--model-config-file', home_lib.serving_config_path(self.home),
+               '--model-config-file-poll-wait-seconds', '1',
+               '--rest-port', str(self.rest_port), '--grpc-port', str(self.grpc_port),
+               '--canary', f'{self.model_name}:{CANARY_WEIGHTS}',
+               '--log-max-file-age-seconds', str(LOG_FILE_AGE_SECONDS)]
+    os.makedirs(os.path.dirname(self.log_file), exist_ok=True)
+    self._log = open(self.log_file, 'ab')
+    self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if self.process.poll() is not None:
+        raise LoopError(f'the model server exited with {self.process.returncode}; see '
+                        f'{self.log_file}')
+      if self.available_versions():
+        return
+      time.sleep(0.5)
+    raise LoopError(f'the model server did not serve a version within {timeout:.0f}s; see '
+                    f'{self.log_file}')
+
+  def status(self) -> Dict[str, Any]:
+    connection = http.client.HTTPConnection('127.0.0.1', self.rest_port, timeout=5)
+    try:
+      connection.request('GET', f'/v1/models/{self.model_name}')
+      response = connection.getresponse()
+      return json.loads(response.read() or b'{}') if response.status == 200 else {}
+    except (OSError, ValueError):
+      return {}
+    finally:
+      connection.close()
+
+  def available_versions(self) -> List[str]:
+    return [v['version'] for v in self.status().get('model_version_status', [])
+            if v.get('state') == 'AVAILABLE']
+
+  def wait_for_versions(self, versions: List[str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if set(versions) <= set(self.available_versions()):
+        return
+      time.sleep(0.5)
+    raise LoopError(f'versions {versions} not AVAILABLE after {timeout:.0f}s (available: '
+                    f'{self.available_versions()}); see {self.log_file}')
+
+  def stop(self) -> None:
+    if self.process and self.process.poll() is None:
+      self.process.terminate()            # SIGTERM: in-flight answered, logs finalized
+      try:
+        self.process.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        self.process.kill()
+    if self.process:
+      self._log.close()
+
+
+def wait_for_finalized_logs(log_dir: str, timeout: float = 30.0) -> None:
+  """Waits until the server has renamed every open log file (only finalized ones are read)."""
+  deadline = time.monotonic() + timeout
+  time.sleep(LOG_FILE_AGE_SECONDS)
+  while time.monotonic() < deadline:
+    if os.path.isdir(log_dir) and not any(n.endswith('.tmp') for n in os.listdir(log_dir)):
+      return
+    time.sleep(0.5)
+  raise LoopError(f'request log files under {log_dir} were not finalized within {timeout:.0f}s')
+
+
+def seed_spans(source_root: str, target_root: str, first: int, last: int) -> None:
+  """Copies the training spans into the home (once), so new spans are added beside them."""
+  for span, version in spans_lib.check_span_range(source_root, first, last).items():
+    target = spans_lib.span_path(target_root, span, version)
+    if not os.path.exists(target):
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.copy(spans_lib.span_path(source_root, span, version), target)
+
+
+@dataclasses.dataclass
+class Stage:
+  name: str
+  text: str
+  links: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
+             replay_limit: Optional[int] = None) -> Dict[str, Any]:
+  """Runs the whole loop (see module docstring); returns the results of every stage."""
+  from loopline import cli
+  from loopline import traffic_cli
+  from pipeline import feedback_span, monitoring_run, loop_report, run_summary
+  bundled_root = config.data_root
+  home_spans = os.path.join(config.home, 'spans')
+  seed_spans(bundled_root, home_spans, config.first_span, config.last_span)
+  config = dataclasses.replace(config, data_root=home_spans)
+  stages: List[Stage] = []
+  results: Dict[str, Any] = {'stages': stages}
+
+  def stage(name: str, text: str, **links) -> None:
+    stages.append(Stage(name, text, links))
+    say(f'\n== {name}\n{text}')
+
+  say('== 1. train on the training spans')
+  trained = cli.train(config, holdout_spans=spans_lib.FUTURE_SPANS,
+                      holdout_data_root=bundled_root)
+  stage('1. train', run_summary.format_summary(trained))
+  if not trained.get('pushed_version'):
+    raise LoopError('the first model was not blessed and pushed; nothing to serve')
+  results['first_version'] = trained['pushed_version']
+
+  server = EmbeddedServer(config.home, config.model_name,
+                          os.path.join(config.home, 'logs', 'server.log'))
+  say('\n== 2. serve')
+  server.start()
+  try:
+    stage('2. serve', f'REST 127.0.0.1:{server.rest_port}, gRPC 127.0.0.1:{server.grpc_port}; '
+                      f'AVAILABLE: {", ".join(server.available_versions())}')
+
+    def replay_and_monitor(label: str, span_range, scenario: str) -> Dict[str, Any]:
+      window_start = int(time.time())
+      replayed = traffic_cli.run_replay(
+          config.home, bundled_root, span_range, scenario, 'rest', '127.0.0.1',
+          server.rest_port, concurrency=8, rate=0.0, limit=replay_limit, seed=0,
+          schema_path=config.schema_path)
+      wait_for_finalized_logs(home_lib.request_log_dir(config.home))
+      window_end = int(time.time()) + 1
+      delivered = traffic_cli.deliver_feedback(config.home, replayed.replay_id)
+      say(f'{replayed.summary()}\nground truth delivered: {delivered}')
+      monitored = monitoring_run.monitor(config, window_start, window_end)
+      stage(label, f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}',
+            **{f'drift report, version {v}': info['report_html']
+               for v, info in monitored['versions'].items() if info.get('report_html')})
+      time.sleep(1)       # the next window starts on a later second
+      return monitored
+
+    say(f'\n== 3. replay a clean span ({CLEAN_SPANS[0]}), feedback, monitor')
+    results['clean'] = replay_and_monitor('3. clean traffic', CLEAN_SPANS, 'none')
+    say(f'\n== 4. replay drifted traffic (spans {DRIFT_SPANS[0]}-{DRIFT_SPANS[1]}, '
+        f'{DRIFT_SCENARIO}), feedback, monitor')
+    results['drifted'] = drifted = replay_and_monitor('4. drifted traffic', DRIFT_SPANS,
+                                                      DRIFT_SCENARIO)
+    if not drifted['retrain']:
+      raise LoopError('the drifted window raised no critical alarm: nothing triggers retraining')
+
+    say('\n== 5. the labelled serving window becomes the next span; retrain')
+    columns = _span_columns(home_spans)
+    rows = feedback_span.read_labeled_rows(drifted['examples_uri'], columns)
+    span, path = feedback_span.write_next_span(home_spans, columns, rows)
+    retrain_config = dataclasses.replace(config, last_span=span)
+    retrained = cli.train(retrain_config)
+    stage('5. retrain', f'new span {span} ({len(rows)} labelled rows): {path}\n'
+                        + run_summary.format_summary(retrained))
+    results['new_span'] = span
+    if not retrained.get('pushed_version') or retrained['pushed_version'] == trained[
+        'pushed_version']:
+      raise LoopError('the retrained model was not pushed as a new version')
+    results['canary_version'] = retrained['pushed_version']
+
+    say('\n== 6. serve the new version as canary')
+    server.wait_for_versions([str(trained['pushed_version']), str(retrained['pushed_version'])])
+    canary_traffic = traffic_cli.run_replay(
+        config.home, bundled_root, DRIFT_SPANS, DRIFT_SCENARIO, 'rest', '127.0.0.1',
+        server.rest_port, concurrency=8, rate=0.0, limit=replay_limit or 400, seed=1,
+        schema_path=config.schema_path)
+    results['server_status'] = server.status()
+    results['canary_replay'] = dataclasses.asdict(canary_traffic)
+    stage('6. canary', f'server status: {json.dumps(results["server_status"])}\n'
+                       f'{canary_traffic.summary()}')
+  finally:
+    server.stop()
+  results['report'] = loop_report.write(config, stages)
+  say(f'\nReport: {results["report"]}')
+  return results
+
+
+def _span_columns(data_root: str) -> List[str]:
+  first = min(spans_lib.list_spans(data_root))
+  with open(spans_lib.span_path(data_root, first, spans_lib.list_spans(data_root)[first])) as f:
+    return f.readline().strip().split(',')

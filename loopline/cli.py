@@ -170,10 +170,13 @@ def _cmd_loop(args) -> int:
   config = PipelineConfig.quick(home) if args.quick else PipelineConfig(home=home)
   started = time.monotonic()
   results = loop.run_loop(config, replay_limit=args.replay_limit)
+  critical = sorted({f for v in results['drifted']['versions'].values()
+                     for f in v.get('critical_features', '').split(',') if f})
   print(f'\nThe loop closed in {time.monotonic() - started:.0f}s: model '
-        f'{results["first_version"]} (stable) -> drift alarm on '
-        f'{results["drifted"]["versions"]} -> span {results["new_span"]} -> model '
-        f'{results["canary_version"]} (canary).\nReport: {results["report"]}')
+        f'{results["first_version"]} (stable) -> critical drift on {", ".join(critical)} -> '
+        f'span {results["new_span"]} -> model {results["canary_version"]} (canary, '
+        f'{results["canary_replay"]["versions"].get(str(results["canary_version"]), 0)} of '
+        f'{results["canary_replay"]["sent"]} requests).')
   return 0
 
 

@@ -12,7 +12,7 @@ import csv
 import os
 import random
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from components.serving_log_gen import feedback as feedback_lib
 from loopline import home as home_lib
@@ -38,15 +38,14 @@ def load_rows(data_root: str, first_span: int, last_span: int,
   return rows[:limit] if limit else rows
 
 
-def run_replay(home: str, data_root: str, span_range: Tuple[int, int], scenario_name: str,
-               protocol: str, host: str, port: int, concurrency: int, rate: float,
-               limit: Optional[int], seed: int, schema_path: str,
+def run_replay(home: str, rows: List[Dict[str, str]], scenario_name: str, protocol: str,
+               host: str, port: int, concurrency: int, rate: float, seed: int, schema_path: str,
                progress=None) -> replay_lib.ReplayResult:
-  """Replays spans through a scenario; the ground truth stays in the replay's manifest."""
+  """Replays rows through a scenario; the ground truth stays in the replay's manifest."""
   import tensorflow_data_validation as tfdv
   from loopline import examples as examples_lib
   scenario = scenarios.get(scenario_name)
-  rows = scenario.apply(load_rows(data_root, *span_range, limit=limit), seed=seed)
+  rows = scenario.apply(rows, seed=seed)
   types = scenario.example_types(examples_lib.feature_types(tfdv.load_schema_text(schema_path)))
   types.pop(features.LABEL_KEY, None)
   sender_class = {'rest': replay_lib.RestSender, 'grpc': replay_lib.GrpcSender}[protocol]
@@ -77,11 +76,11 @@ def deliver_feedback(home: str, replay_id: str, fraction: float = 1.0, seed: int
 def _cmd_replay(args) -> int:
   from pipeline.config import PipelineConfig
   config = PipelineConfig(home=home_lib.resolve_home(args.home))
-  result = run_replay(config.home, args.data_root or config.data_root,
-                      args.spans or spans_lib.FUTURE_SPANS, args.scenario, args.protocol,
-                      args.host, args.port or (8501 if args.protocol == 'rest' else 8500),
-                      args.concurrency, args.rate, args.limit, args.seed, config.schema_path,
-                      progress=print)
+  rows = load_rows(args.data_root or config.data_root, *(args.spans or spans_lib.FUTURE_SPANS),
+                   limit=args.limit)
+  result = run_replay(config.home, rows, args.scenario, args.protocol, args.host,
+                      args.port or (8501 if args.protocol == 'rest' else 8500),
+                      args.concurrency, args.rate, args.seed, config.schema_path, progress=print)
   print(result.summary())
   print(f'ground truth kept in {replay_dir(config.home, result.replay_id)}; deliver it with '
         f'`loopline feedback --replay {result.replay_id}`')

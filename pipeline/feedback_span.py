@@ -19,7 +19,9 @@ from models import features
 
 def read_labeled_rows(examples_uri: str, columns: List[str], split: str = 'labeled'
                       ) -> List[Dict[str, str]]:
-  """The split's tf.Examples as CSV rows over `columns` ('' where a feature has no value)."""
+  """The split's labelled tf.Examples as CSV rows over `columns` ('' where a feature has no
+  value). Works on any Examples artifact: the serving window's `labeled` split, or a training
+  split."""
   paths = sorted(glob.glob(os.path.join(examples_uri, f'Split-{split}', '*')))
   rows = []
   for record in tf.data.TFRecordDataset(paths, compression_type='GZIP'):

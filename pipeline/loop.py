@@ -2,9 +2,12 @@
 
  1. train on the training spans (1-5); the first blessed model becomes production (`stable`)
  2. serve it: the embedded TF-Serving-compatible server, REST + gRPC, request logging on
- 3. replay a clean held-back span (6) -> deliver its ground truth -> monitor: no alarm expected
- 4. replay drifted traffic (spans 7-8, fares inflated) -> ground truth -> monitor: a critical
-    alarm naming the shifted features
+ 3. replay clean traffic -> deliver its ground truth -> monitor: no alarm expected. Clean means
+    the training distribution: rows of the training period the model never trained on (the eval
+    split of its spans). The held-back future spans are not clean: 2015-2016 really differs from
+    2013-2015 (more card payments, more big tippers, longer trips), and the monitor says so.
+ 4. replay drifted traffic (the future spans 7-8, with fares inflated on top) -> ground truth ->
+    monitor: a critical alarm naming the shifted features
  5. the labelled serving window of the alarm becomes the next training span; retrain on it
  6. the new blessed model is pushed and staged as `canary` beside `stable`; the server picks the
     label up without restart and answers part of the traffic with it
@@ -28,7 +31,7 @@ from loopline import home as home_lib
 from loopline import spans as spans_lib
 from pipeline.config import PipelineConfig
 
-CLEAN_SPANS = (6, 6)
+CLEAN_SPLIT = 'eval'
 DRIFT_SPANS = (7, 8)
 DRIFT_SCENARIO = 'fare_inflation'
 CANARY_WEIGHTS = 'stable=80,canary=20'
@@ -150,8 +153,9 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
   results: Dict[str, Any] = {'stages': stages}
 
   def stage(name: str, text: str, **links) -> None:
+    """Records a finished stage for the report and shows its result."""
     stages.append(Stage(name, text, links))
-    say(f'\n== {name}\n{text}')
+    say(text)
 
   say('== 1. train on the training spans')
   trained = cli.train(config, holdout_spans=spans_lib.FUTURE_SPANS,
@@ -169,16 +173,16 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     stage('2. serve', f'REST 127.0.0.1:{server.rest_port}, gRPC 127.0.0.1:{server.grpc_port}; '
                       f'AVAILABLE: {", ".join(server.available_versions())}')
 
-    def replay_and_monitor(label: str, span_range, scenario: str) -> Dict[str, Any]:
+    def replay_and_monitor(label: str, rows, scenario: str) -> Dict[str, Any]:
       window_start = int(time.time())
       replayed = traffic_cli.run_replay(
-          config.home, bundled_root, span_range, scenario, 'rest', '127.0.0.1',
-          server.rest_port, concurrency=8, rate=0.0, limit=replay_limit, seed=0,
+          config.home, rows[:replay_limit] if replay_limit else rows, scenario, 'rest',
+          '127.0.0.1', server.rest_port, concurrency=8, rate=0.0, seed=0,
           schema_path=config.schema_path)
       wait_for_finalized_logs(home_lib.request_log_dir(config.home))
       window_end = int(time.time()) + 1
       delivered = traffic_cli.deliver_feedback(config.home, replayed.replay_id)
-      say(f'{replayed.summary()}\nground truth delivered: {delivered}')
+      say(f'ground truth delivered: {delivered}')
       monitored = monitoring_run.monitor(config, window_start, window_end)
       stage(label, f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}',
             **{f'drift report, version {v}': info['report_html']
@@ -186,17 +190,20 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
       time.sleep(1)       # the next window starts on a later second
       return monitored
 
-    say(f'\n== 3. replay a clean span ({CLEAN_SPANS[0]}), feedback, monitor')
-    results['clean'] = replay_and_monitor('3. clean traffic', CLEAN_SPANS, 'none')
+    columns = _span_columns(home_spans)
+    say(f'\n== 3. replay clean traffic (the {CLEAN_SPLIT} split of spans '
+        f'{config.first_span}-{config.last_span}), feedback, monitor')
+    clean_rows = feedback_span.read_labeled_rows(trained['examples_uri'], columns, CLEAN_SPLIT)
+    results['clean'] = replay_and_monitor('3. clean traffic', clean_rows, 'none')
     say(f'\n== 4. replay drifted traffic (spans {DRIFT_SPANS[0]}-{DRIFT_SPANS[1]}, '
         f'{DRIFT_SCENARIO}), feedback, monitor')
-    results['drifted'] = drifted = replay_and_monitor('4. drifted traffic', DRIFT_SPANS,
+    drift_rows = traffic_cli.load_rows(bundled_root, *DRIFT_SPANS)
+    results['drifted'] = drifted = replay_and_monitor('4. drifted traffic', drift_rows,
                                                       DRIFT_SCENARIO)
     if not drifted['retrain']:
       raise LoopError('the drifted window raised no critical alarm: nothing triggers retraining')
 
     say('\n== 5. the labelled serving window becomes the next span; retrain')
-    columns = _span_columns(home_spans)
     rows = feedback_span.read_labeled_rows(drifted['examples_uri'], columns)
     span, path = feedback_span.write_next_span(home_spans, columns, rows)
     retrain_config = dataclasses.replace(config, last_span=span)
@@ -212,9 +219,8 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     say('\n== 6. serve the new version as canary')
     server.wait_for_versions([str(trained['pushed_version']), str(retrained['pushed_version'])])
     canary_traffic = traffic_cli.run_replay(
-        config.home, bundled_root, DRIFT_SPANS, DRIFT_SCENARIO, 'rest', '127.0.0.1',
-        server.rest_port, concurrency=8, rate=0.0, limit=replay_limit or 400, seed=1,
-        schema_path=config.schema_path)
+        config.home, drift_rows[:400], DRIFT_SCENARIO, 'rest', '127.0.0.1', server.rest_port,
+        concurrency=8, rate=0.0, seed=1, schema_path=config.schema_path)
     results['server_status'] = server.status()
     results['canary_replay'] = dataclasses.asdict(canary_traffic)
     stage('6. canary', f'server status: {json.dumps(results["server_status"])}\n'

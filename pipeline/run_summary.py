@@ -48,6 +48,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
   }
   examples = _first(records, 'SpanRangeCsvExampleGen', 'outputs', 'examples')
   if examples is not None:
+    summary['examples_uri'] = examples.uri
     summary['spans'] = mq.custom_property(examples, 'span_range')
     summary['span_versions'] = mq.custom_property(examples, 'span_versions')
   report = _first(records, 'DataGate', 'outputs', 'report')

@@ -20,7 +20,9 @@ setuptools.setup(
         'tf-keras==2.16.0',
         'kfp==2.5.0',
         'tensorflow-serving-api==2.16.1',
+        'grpcio',
         'grpcio-health-checking',
+        'google-crc32c',
         'keras-tuner',
         'scikit-learn',
         'matplotlib',
@@ -28,6 +30,7 @@ setuptools.setup(
         'nbformat',
         'ipykernel',
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis']},
+    extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis', 'requests', 'portpicker',
+                             'PyYAML']},
     entry_points={'console_scripts': ['loopline=loopline.cli:main']},
 )

@@ -2,7 +2,7 @@
 submitting a compiled pipeline to a KFP cluster.
 
   loopline compile --target kfp --root gs://bucket/loopline --image REGISTRY/loopline:0.1.0
-  loopline submit build/kfp/loopline-training/pipeline.yaml --host https://kfp.example.com
+  loopline submit loopline_home/kubeflow/kfp/loopline-training/pipeline.yaml --host https://KFP
 
 `compile_pipeline(entry, config, target, out_dir, image)` builds the pipeline from the same
 `PipelineConfig` and `create_pipeline` as the local run, compiles it with TFX's
@@ -23,9 +23,9 @@ in the image (Dockerfile). The adaptations, each a limit of TFX 1.16 on KFP v2:
   compiled with their full import path as title (`components.data_gate.spec.DataGateReport`).
 - Resolver nodes compile to a `ResolverSpec`, which Vertex AI runs and open-source KFP rejects
   ("resolver not implemented yet"). On `kfp`, `latest_blessed_model_resolver` is left out: the
-  Evaluator then has no baseline and blesses on the absolute AUC threshold alone (notebook 2
-  compares with the served model before promotion). Any other resolver (e.g. tuning off: the
-  last tuned hyperparameters) is refused on `kfp` with an error.
+  Evaluator then has no baseline and blesses on the absolute AUC threshold alone. With tuning
+  off, the Trainer uses the model's defaults instead of the last tuned hyperparameters. Any other
+  resolver is refused on `kfp` with an error.
 - Runtime parameters (`data_root`, `schema_file`): pipeline inputs with the configured values as
   defaults in the spec itself (a bare PipelineSpec carries no runtime config), overridable per
   run (`loopline submit --param data_root=gs://...`).
@@ -75,13 +75,17 @@ class RuntimeParameter:
 class PipelineEntry:
   """One compilable pipeline: how to build it from the config, and its runtime parameters."""
   key: str
-  build: Callable[[Any], Any]          # PipelineConfig -> tfx.dsl.Pipeline
+  build: Callable[..., Any]            # (PipelineConfig, target, notes) -> tfx.dsl.Pipeline
   runtime_parameters: Tuple[RuntimeParameter, ...] = ()
 
 
-def _build_training(config):
+def _build_training(config, target: str, notes: List[str]):
   from pipeline import training_pipeline
-  return training_pipeline.create_pipeline(config)
+  if target == 'kfp' and not config.enable_tuning:
+    notes.append('tuning off: the Trainer uses the model\'s default hyperparameters '
+                 '(open-source KFP cannot resolve the last tuned ones from ML Metadata)')
+  return training_pipeline.create_pipeline(config,
+                                           reuse_tuned_hyperparameters=target != 'kfp')
 
 
 PIPELINES: Dict[str, PipelineEntry] = {
@@ -318,7 +322,8 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
   from google.protobuf import json_format
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2_runner
 
-  tfx_pipeline = entry.build(config)
+  notes: List[str] = []
+  tfx_pipeline = entry.build(config, target, notes)
   defaults = attach_runtime_parameters(tfx_pipeline, entry, config)
   values = dict(defaults)
   for name, value in (parameter_values or {}).items():
@@ -337,7 +342,6 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
 
   spec = _pb().PipelineSpec()
   json_format.ParseDict(job['pipelineSpec'], spec)
-  notes = []
   use_span_range_driver(spec)
   if target == 'kfp':
     never_cache(spec, 'SpanRangeCsvExampleGen')
@@ -476,9 +480,12 @@ def _cmd_compile(args) -> int:
     check_target(args.target)
     keys = sorted(PIPELINES) if args.pipeline == 'all' else [args.pipeline]
     params = parse_params(args.param)
+    out = args.out
+    if not out:
+      from loopline import home as home_lib
+      out = os.path.join(home_lib.resolve_home(args.home), 'kubeflow', args.target)
     for key in keys:
-      result = compile_pipeline(PIPELINES[key], config, args.target, args.out, args.image,
-                                params)
+      result = compile_pipeline(PIPELINES[key], config, args.target, out, args.image, params)
       print(f'{result.pipeline_name} -> {result.path}')
       print(f'  target {result.target}, image {result.image}')
       print(f'  pipeline root {config.pipeline_root}, serving {config.serving_model_dir}')
@@ -544,9 +551,8 @@ def register(subparsers) -> None:
                               help='kfp: pipeline.yaml for open-source KFP v2; '
                                    'vertex: pipeline.json (PipelineJob) for Vertex AI')
   compile_parser.add_argument('--pipeline', default='all', choices=sorted(PIPELINES) + ['all'])
-  compile_parser.add_argument('--out', default='build/kubeflow',
-                              help='output directory (default build/kubeflow); one '
-                                   'subdirectory per pipeline')
+  compile_parser.add_argument('--out', help='output directory (default <home>/kubeflow/<target>); '
+                                             'one subdirectory per pipeline')
   compile_parser.add_argument('--root', help='object-storage root: pipeline_root/ and serving/ '
                                              'under it (gs://..., s3://...)')
   compile_parser.add_argument('--image', help=f'pipeline image (default ${IMAGE_ENV_VAR} or '

@@ -7,7 +7,7 @@ an ExecutorInput built from the compiled task (as KFP's launcher would), on a sm
 """
 import json
 import os
-import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -208,15 +208,34 @@ def test_resolvers_vertex_keeps_them_kfp_leaves_out_the_baseline(compiled):
   assert 'baseline_model' in tasks['Evaluator']['inputs']['artifacts']
 
 
-def test_tuning_off_compiles_for_vertex_and_is_refused_for_kfp(tmp_path):
+def test_tuning_off_vertex_resolves_the_last_tuned_kfp_uses_defaults(tmp_path):
   job = kubeflow.load_pipeline_spec(_compile(tmp_path / 'v', 'vertex',
                                              enable_tuning=False).path)
   tasks = job.pipeline_spec['root']['dag']['tasks']
   assert 'Tuner' not in tasks
   assert any(name.startswith('latest_hyperparameters_resolver') for name in tasks)
-  with pytest.raises(kubeflow.CompileError, match='latest_hyperparameters_resolver.*vertex'):
-    _compile(tmp_path / 'k', 'kfp', enable_tuning=False)
-  assert not os.path.exists(tmp_path / 'k' / 'loopline-training' / 'pipeline.yaml')
+  assert 'hyperparameters' in tasks['Trainer']['inputs']['artifacts']
+  result = _compile(tmp_path / 'k', 'kfp', enable_tuning=False)
+  spec = kubeflow.load_pipeline_spec(result.path)
+  assert 'Tuner' not in spec.root.dag.tasks
+  assert not [t for t in spec.root.dag.tasks if 'resolver' in t]
+  assert 'hyperparameters' not in spec.root.dag.tasks['Trainer'].inputs.artifacts
+  assert any("the Trainer uses the model's default hyperparameters" in n for n in result.notes)
+
+
+def test_a_resolver_kfp_cannot_do_without_is_refused(tmp_path):
+  from tfx import v1 as tfx
+  def build(config, target, notes):
+    tfx_pipeline = training_pipeline.create_pipeline(config)
+    tfx_pipeline.components.append(tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        schema=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Schema)).with_id('last_schema'))
+    return tfx_pipeline
+  entry = kubeflow.PipelineEntry('custom', build)
+  with pytest.raises(kubeflow.CompileError, match='last_schema resolves artifacts from ML '
+                                                  'Metadata, which open-source KFP cannot run'):
+    kubeflow.compile_pipeline(entry, _config(), 'kfp', str(tmp_path))
+  assert not os.path.exists(tmp_path / 'loopline-training' / 'pipeline.yaml')
 
 
 # --- our driver and executor, as the compiled container commands ------------------------------
@@ -363,7 +382,6 @@ def test_compile_command_writes_the_pipeline(tmp_path, capsys):
     (['--target', 'kfp', '--beam-args-file', '/nonexistent/beam.args'],
      "cannot read Beam args file '/nonexistent/beam.args'"),
     (['--target', 'kfp', '--min-auc', '1.5'], 'min_auc must be within'),
-    (['--target', 'kfp', '--no-tuning'], 'latest_hyperparameters_resolver'),
 ])
 def test_compile_bad_input(tmp_path, capsys, argv, message):
   if '--root' not in argv:
@@ -438,3 +456,31 @@ def test_submit_reports_an_unreachable_cluster(capsys, kfp_package):
   assert code == 1
   assert f'the KFP API at {host} failed' in err
   assert 'Connection refused' in err or 'Max retries' in err
+
+
+def test_the_image_holds_what_the_compiled_spec_runs(compiled):
+  """Every module the spec names and the default data and schema are copied into the image."""
+  with open(os.path.join(REPO_ROOT, 'Dockerfile')) as f:
+    dockerfile = f.read()
+  with open(os.path.join(REPO_ROOT, '.dockerignore')) as f:
+    ignored = {line.strip() for line in f if line.strip() and not line.startswith('#')}
+  assert re.search(r'^FROM gcr\.io/tfx-oss-public/tfx:1\.16\.0$', dockerfile, re.MULTILINE)
+  workdir = re.search(r'^WORKDIR (\S+)$', dockerfile, re.MULTILINE).group(1)
+  assert workdir == kubeflow.IMAGE_REPO_ROOT
+  copied = set(re.findall(r'^COPY (\S+)/ \1/$', dockerfile, re.MULTILINE))
+  assert '-c constraints.txt .' in dockerfile and 'pip check' in dockerfile
+  _, spec = compiled['kfp']
+  modules = set()
+  for task in spec.root.dag.tasks:
+    container = _container(spec, task)
+    args = list(container['args'])
+    modules.add(args[args.index('--executor_class_path') + 1])
+    modules.add(list(container['command'])[2])
+  ours = {m.split('.')[0] for m in modules if not m.startswith('tfx.')}
+  assert ours == {'components'}
+  for top in ours | {'models', 'pipeline', 'loopline'}:
+    assert top in copied and top not in ignored, top
+  for path in (kubeflow.IMAGE_DATA_ROOT, kubeflow.IMAGE_SCHEMA_PATH):
+    relative = os.path.relpath(path, workdir)
+    assert any(relative == c or relative.startswith(c + '/') for c in copied), relative
+    assert os.path.exists(os.path.join(REPO_ROOT, relative)), relative

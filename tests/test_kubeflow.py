@@ -368,6 +368,16 @@ def test_compile_command_writes_the_pipeline(tmp_path, capsys):
   assert '--runner=FlinkRunner' in list(_container(spec, 'Trainer')['args'])
 
 
+def test_compile_writes_under_the_home_by_default(tmp_path, capsys):
+  code, out, err = _main(capsys, '--home', str(tmp_path / 'home'), 'compile', '--target',
+                         'vertex', '--root', ROOT, '--pipeline', 'training')
+  assert code == 0, err
+  path = tmp_path / 'home' / 'kubeflow' / 'vertex' / 'loopline-training' / 'pipeline.json'
+  assert f'-> {path}' in out
+  job = kubeflow.load_pipeline_spec(str(path))
+  assert job.display_name == 'loopline-training'
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--target', 'argo'], "unknown target 'argo': choose one of kfp, vertex"),
     (['--target', 'kfp', '--root', '/tmp/local'], 'is a local path'),

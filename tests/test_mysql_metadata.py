@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from ml_metadata import errors as mlmd_errors
 
 from loopline import cli
 from pipeline import kubeflow
@@ -56,12 +57,20 @@ def _loopline_nb():
 
 @pytest.fixture(scope='module')
 def mysql_run(mysql_url, tmp_path_factory):
+  """The quick pipeline on MySQL, run as `loopline train` runs it (LocalDagRunner), then read
+  back with the run summary. (`cli.train` also stages the pushed model in the registry, which
+  fails on MySQL: see test_registry_staging_on_mysql.)"""
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+  from pipeline import run_summary
   base = tmp_path_factory.mktemp('mysql_run')
   config = PipelineConfig.quick(
       str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
       last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
       mysql=kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
-  return config, cli.train(config)
+  cli.check_inputs(config)
+  LocalDagRunner().run(training_pipeline.create_pipeline(
+      config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
+  return config, run_summary.collect(config)
 
 
 def test_the_training_pipeline_records_to_mysql(mysql_run):
@@ -105,6 +114,21 @@ def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, 
   assert graph.artifacts_of_type('ModelEvaluation', run.store)
   # Every edge connects nodes of the graph, from the data to the pushed model.
   assert all(s in graph.nodes and t in graph.nodes for s, t in graph.edges)
+
+
+@pytest.mark.xfail(strict=True, raises=mlmd_errors.InternalError, reason=(
+    'registry/store.py records millisecond timestamps (updated_at, stage_changed_at) as MLMD '
+    'int properties; MLMD\'s MySQL schema stores int_value as a 32-bit INT, so MySQL refuses '
+    'them ("Out of range value for column \'int_value\'"). Remove this mark once fixed.'))
+def test_registry_staging_on_mysql(mysql_run):
+  import registry
+  config, summary = mysql_run
+  try:
+    registry.stage_pushed_model(config, summary['pushed_version'])
+  except mlmd_errors.InternalError as e:
+    if "Out of range value for column 'int_value'" not in str(e):
+      raise AssertionError(f'another MLMD error than the known one: {e}') from e
+    raise
 
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):

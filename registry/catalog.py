@@ -160,7 +160,8 @@ def fill_stage(record: ModelRecord, state: stages.RegistryState, recorded: Dict[
   record.stage = state.stage_of(record.version, stage_names)
   record.labels = sorted(label for label, version in labels.items() if version == record.version)
   if artifact is not None:
-    record.stage_changed_at_ms = mq.custom_property(artifact, 'stage_changed_at')
+    changed_at = mq.custom_property(artifact, 'stage_changed_at')
+    record.stage_changed_at_ms = int(changed_at) if changed_at is not None else None
     record.stage_changed_by = mq.custom_property(artifact, 'stage_changed_by')
     record.stage_reason = mq.custom_property(artifact, 'stage_reason')
     record.forced = bool(mq.custom_property(artifact, 'forced'))

@@ -198,7 +198,8 @@ class RegistryStore:
     context.custom_properties['sequence'].int_value = sequence
     context.custom_properties['production_version'].int_value = plan.production or 0
     context.custom_properties['staging_version'].int_value = plan.staging or 0
-    context.custom_properties['updated_at'].int_value = now_ms
+    # Milliseconds overflow MLMD's 32-bit integer column on MySQL: stored as doubles.
+    context.custom_properties['updated_at'].double_value = now_ms
 
     existing = self.versions()
     artifact_and_events = []
@@ -218,7 +219,7 @@ class RegistryStore:
         artifact.properties['model_name'].string_value = self.model_name
         artifact.properties['version'].int_value = change.version
       artifact.properties['stage'].string_value = change.to_stage
-      artifact.custom_properties['stage_changed_at'].int_value = now_ms
+      artifact.custom_properties['stage_changed_at'].double_value = now_ms
       artifact.custom_properties['stage_changed_by'].string_value = actor
       artifact.custom_properties['stage_reason'].string_value = (
           plan.reason if change.version == plan.version else

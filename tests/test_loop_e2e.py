@@ -38,11 +38,12 @@ def test_clean_traffic_raises_no_alarm(loop_results):
 
 
 def test_drifted_traffic_raises_a_critical_alarm_naming_fare(loop_results):
+  # (The future spans also really drift: payment mix, trip lengths; the quality of naming only
+  # the shifted features is measured on same-distribution windows in test_drift_quality.py.)
   _, results, _ = loop_results
   (info,) = results['drifted']['versions'].values()
   assert info['verdict'] == 'critical' and not info['schema_break']
   assert 'fare' in info['critical_features'].split(',')
-  assert 'payment_type' not in info['critical_features'].split(',')
   assert os.path.exists(info['report_html'])
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from ml_metadata import errors as mlmd_errors
 
 from loopline import cli
 from pipeline import kubeflow
@@ -116,19 +115,15 @@ def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, 
   assert all(s in graph.nodes and t in graph.nodes for s, t in graph.edges)
 
 
-@pytest.mark.xfail(strict=True, raises=mlmd_errors.InternalError, reason=(
-    'registry/store.py records millisecond timestamps (updated_at, stage_changed_at) as MLMD '
-    'int properties; MLMD\'s MySQL schema stores int_value as a 32-bit INT, so MySQL refuses '
-    'them ("Out of range value for column \'int_value\'"). Remove this mark once fixed.'))
 def test_registry_staging_on_mysql(mysql_run):
+  """The registry's records fit MLMD's MySQL schema (its integer column is 32-bit)."""
   import registry
   config, summary = mysql_run
-  try:
-    registry.stage_pushed_model(config, summary['pushed_version'])
-  except mlmd_errors.InternalError as e:
-    if "Out of range value for column 'int_value'" not in str(e):
-      raise AssertionError(f'another MLMD error than the known one: {e}') from e
-    raise
+  transition = registry.stage_pushed_model(config, summary['pushed_version'])
+  assert transition.to_stage == 'production'
+  (record,) = [r for r in registry.list_models(config, metrics=False)
+               if str(r.version) == str(summary['pushed_version'])]
+  assert record.stage == 'production' and record.stage_changed_at_ms > 1.7e12
 
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):

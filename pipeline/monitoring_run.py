@@ -3,6 +3,7 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+from components.serving_log_gen import spec as log_gen_spec
 from pipeline import metadata_queries as mq
 from pipeline import progress
 from pipeline.config import PipelineConfig
@@ -42,6 +43,10 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'num_examples': mq.custom_property(window, 'num_examples'),
       'num_labeled': mq.custom_property(window, 'num_labeled'),
       'model_versions': mq.custom_property(window, 'model_versions'),
+      # What could not be used, counted instead of failing: damaged logs, unmatched feedback.
+      'skipped': {name: mq.custom_property(window, name)
+                  for name in log_gen_spec.SKIPPED_PROPERTIES + log_gen_spec.FEEDBACK_PROPERTIES
+                  if mq.custom_property(window, name)},
       'versions': {},
   }
   for node_id, record in sorted(records.items()):
@@ -71,6 +76,9 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
 def format_monitoring(summary: Dict[str, Any]) -> str:
   lines = [f'Monitoring run {summary["run_id"]}: {summary["num_examples"]} logged examples, '
            f'{summary["num_labeled"]} with ground truth (versions {summary["model_versions"]})']
+  if summary['skipped']:
+    lines.append('  not used (counted): ' + ', '.join(
+        f'{name.replace("_", " ")} {count}' for name, count in sorted(summary['skipped'].items())))
   for version, info in sorted(summary['versions'].items()):
     realized = info.get('realized') or {}
     auc = realized.get('auc')

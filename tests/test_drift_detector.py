@@ -207,6 +207,21 @@ def test_executor_writes_anomalies_report_and_verdict_properties(setup, tmp_path
   assert html.count('<svg') == 1 and 'payment_type' in html
 
 
+def test_rows_and_examples_of_the_same_data_give_the_same_columns(setup):
+  from components.drift_detector import columns as columns_lib
+  rows = setup['held_out'][:500]
+  specs = columns_lib.feature_specs(setup['schema'], None)
+  from_rows = columns_lib.columns_from_rows(rows, specs)
+  from_examples = columns_lib.columns_from_examples(
+      examples_lib.rows_to_serialized_examples(rows, setup['types']), specs)
+  for feature in specs:
+    left, right = from_rows.values[feature.name], from_examples.values[feature.name]
+    if feature.kind == columns_lib.NUMERIC:
+      np.testing.assert_array_equal(left, right)     # float32 values on both sides, NaN = NaN
+    else:
+      assert list(left) == list(right)
+
+
 def test_drift_policy_is_configuration():
   policy = policy_lib.DriftPolicy(warning=policy_lib.Tier(0.02),
                                   critical=policy_lib.Tier(0.002, min_l_infinity=0.1),

@@ -322,3 +322,16 @@ def test_logs_written_by_the_server_are_read_back(tmp_path):
   assert [round(e.prediction, 3) for e in window.examples] == [0.1, 0.2, 0.3]
   assert [e.example.features.feature['fare'].float_list.value[0] for e in window.examples] == [
       0.0, 1.0, 2.0]
+
+
+def test_the_fingerprint_changes_when_logs_are_finalized_or_feedback_arrives(tmp_path):
+  log_dir, feedback_dir = str(tmp_path / 'logs'), str(tmp_path / 'feedback')
+  write_log_file(log_dir, framed(logs_at([1])))
+  first = gen_executor.window_fingerprint(log_dir, feedback_dir)
+  assert gen_executor.window_fingerprint(log_dir, feedback_dir) == first
+  name = log_files.final_name(1_700_000_000, 9, 'abc123')
+  with open(os.path.join(log_dir, log_files.temp_name(name)), 'wb') as f:
+    f.write(b'still being written')
+  assert gen_executor.window_fingerprint(log_dir, feedback_dir) == first   # hidden: not yet
+  feedback_lib.write_feedback(os.path.join(feedback_dir, 'a.csv'), [('r1', 1)])
+  assert gen_executor.window_fingerprint(log_dir, feedback_dir) != first

@@ -93,6 +93,8 @@ def columns_from_rows(rows: Sequence[Mapping[str, str]], specs: Sequence[Feature
   `types` ({column: schema_pb2.FeatureType}) is how each column was encoded when sent (default:
   the spec's schema type); a column sent as BYTES for a numeric feature, for instance, is what a
   tf.Example with a string value would carry: its values are invalid (see module docstring).
+  Values are those a tf.Example carries (float32 floats), so rows and examples of the same data
+  give the same columns.
   """
   types = dict(types or {})
   result = Columns(len(rows), {})
@@ -119,11 +121,12 @@ def columns_from_rows(rows: Sequence[Mapping[str, str]], specs: Sequence[Feature
 
 
 def _typed(text: str, schema_type: int):
+  """The value a tf.Example would carry (floats are float32 in a float_list)."""
   try:
     if schema_type == schema_pb2.INT:
       return int(float(text))
     if schema_type == schema_pb2.FLOAT:
-      return float(text)
+      return float(np.float32(float(text)))
   except ValueError:
     return None
   return text.encode('utf-8')

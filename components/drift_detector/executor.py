@@ -65,7 +65,9 @@ def read_split(examples_uri: str, split: str) -> List[bytes]:
   records = []
   for path in files:
     compression = 'GZIP' if path.endswith('.gz') else ''
-    records.extend(r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression))
+    dataset = tf.data.TFRecordDataset(path, compression_type=compression).batch(8192)
+    for batch in dataset.as_numpy_iterator():
+      records.extend(batch.tolist())
   return records
 
 

@@ -4,7 +4,7 @@ Two tiers, each a target false-alarm rate for a whole window (every monitored fe
 prediction and the label together): the share of clean windows, drawn from the training
 distribution, that may reach the tier. Thresholds are calibrated per window size (see drift.py),
 so the rate holds at 100 rows as at 100,000.
-- `warning` (default 1%): soft; reported and recorded.
+- `warning` (default 0.5%, under the 1% goal, see drift.py): soft; reported and recorded.
 - `critical` (default 0.1%, and a minimum effect size): recorded, and the trigger for retraining.
   The effect-size floors (`min_jensen_shannon`, `min_l_infinity`) keep a shift that is
   statistically certain but too small to matter (a huge window sees everything) at `warning`.

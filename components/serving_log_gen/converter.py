@@ -57,7 +57,7 @@ class ConversionError(ValueError):
 @dataclasses.dataclass
 class LoggedExample:
   """One logged example with what the server knew about it."""
-  example: example_pb2.Example
+  serialized: bytes             # the logged tf.Example, as logged (it parses)
   prediction: Optional[float]
   model_name: str
   model_version: int            # -1 when the log has no version
@@ -65,11 +65,16 @@ class LoggedExample:
   request_id: str
   example_index: int
   timestamp_secs: int
+  reserved_present: Tuple[str, ...] = ()   # reserved feature names the logged example carries
 
   @property
   def key(self) -> Tuple[str, int]:
     """What ground truth is joined on: (request id, example index in the request)."""
     return (self.request_id, self.example_index)
+
+  @property
+  def example(self) -> example_pb2.Example:
+    return example_pb2.Example.FromString(self.serialized)
 
 
 @dataclasses.dataclass
@@ -202,8 +207,9 @@ def list_window_files(log_dir: str, counts: Optional[WindowCounts] = None) -> Li
 
 def _tensor_floats(tensor) -> np.ndarray:
   """Float values of a numeric TensorProto (content or repeated fields), flattened."""
-  shape = [d.size for d in tensor.tensor_shape.dim]
-  size = int(np.prod(shape)) if shape else 1
+  size = 1
+  for dim in tensor.tensor_shape.dim:
+    size *= dim.size
   dtype = {types_pb2.DT_FLOAT: '<f4', types_pb2.DT_DOUBLE: '<f8', types_pb2.DT_HALF: '<f2'}.get(
       tensor.dtype)
   if dtype is not None and tensor.tensor_content:
@@ -277,9 +283,8 @@ class ConvertedRecord:
   unparseable_examples: int = 0     # examples of the record that are not tf.Examples
 
 
-def convert_record(record: bytes, input_key: str = features.SERVING_INPUT_KEY,
-                   output_key: str = features.PREDICTION_KEY) -> ConvertedRecord:
-  """The examples of one serialized PredictionLog; ConversionError(reason) if there are none."""
+def parse_prediction_log(record: bytes) -> prediction_log_pb2.PredictionLog:
+  """A serialized PredictionLog; ConversionError('not_a_prediction_log') if it is not one."""
   prediction_log = prediction_log_pb2.PredictionLog()
   try:
     prediction_log.ParseFromString(record)
@@ -287,7 +292,29 @@ def convert_record(record: bytes, input_key: str = features.SERVING_INPUT_KEY,
     raise ConversionError('not_a_prediction_log', f'not a PredictionLog: {e}') from None
   if prediction_log.WhichOneof('log_type') is None:
     raise ConversionError('not_a_prediction_log', 'PredictionLog without a log')
-  return convert_prediction_log(prediction_log, input_key, output_key)
+  return prediction_log
+
+
+def convert_record(record: bytes, input_key: str = features.SERVING_INPUT_KEY,
+                   output_key: str = features.PREDICTION_KEY) -> ConvertedRecord:
+  """The examples of one serialized PredictionLog; ConversionError(reason) if there are none."""
+  return convert_prediction_log(parse_prediction_log(record), input_key, output_key)
+
+
+def _keys_of(prediction_log: prediction_log_pb2.PredictionLog,
+             input_key: str) -> List[Tuple[str, int]]:
+  """The (request id, example index) keys of a log, without parsing its examples."""
+  count = 1
+  if prediction_log.WhichOneof('log_type') == 'predict_log':
+    inputs = prediction_log.predict_log.request.inputs
+    if input_key in inputs:
+      count = max(1, len(inputs[input_key].string_val))
+  request_id = request_log.request_id_of(prediction_log)
+  try:
+    first = request_log.example_index_of(prediction_log)
+  except ValueError:
+    first = 0
+  return [(request_id, first + i) for i in range(count)]
 
 
 def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
@@ -307,8 +334,8 @@ def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
   except ValueError:
     first_index = 0
   result = ConvertedRecord(examples=[])
+  example = example_pb2.Example()
   for i, (data, prediction) in enumerate(zip(serialized, predictions)):
-    example = example_pb2.Example()
     try:
       if not data:
         raise DecodeError('empty')
@@ -316,11 +343,13 @@ def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
     except DecodeError:
       result.unparseable_examples += 1
       continue
+    feature_map = example.features.feature
     result.examples.append(LoggedExample(
-        example=example, prediction=prediction, model_name=metadata.model_spec.name,
+        serialized=data, prediction=prediction, model_name=metadata.model_spec.name,
         model_version=version, signature_name=metadata.model_spec.signature_name,
         request_id=request_id, example_index=first_index + i,
-        timestamp_secs=metadata.timestamp_secs))
+        timestamp_secs=metadata.timestamp_secs,
+        reserved_present=tuple(n for n in spec.RESERVED_FEATURES if n in feature_map)))
   if not result.examples:
     raise ConversionError('unparseable_example',
                           'no logged example is a tf.Example (emptied by the privacy filter, '
@@ -332,15 +361,20 @@ def to_output_example(logged: LoggedExample, label: Optional[int]) -> Tuple[byte
   """(serialized output tf.Example, number of reserved features dropped from the logged one).
 
   Features of the logged example that carry a reserved name (the label, the metadata features)
-  are dropped first: only the ground truth joined here may become the label.
+  are dropped first: only the ground truth joined here may become the label. The added features
+  are appended as a second serialized Example: protobuf merges concatenated messages (map entries
+  of both), which every parser (tf.io.parse_example, tfx_bsl, protobuf) reads as one Example, and
+  the logged bytes need no re-serialization.
   """
-  example = logged.example
-  dropped = 0
-  feature_map = example.features.feature
-  for name in spec.RESERVED_FEATURES:
-    if name in feature_map:
-      del feature_map[name]
+  base, dropped = logged.serialized, 0
+  if logged.reserved_present:
+    example = logged.example
+    for name in logged.reserved_present:
+      del example.features.feature[name]
       dropped += 1
+    base = example.SerializeToString()
+  added = example_pb2.Example()
+  feature_map = added.features.feature
   if logged.prediction is not None:
     feature_map[spec.PREDICTION_FEATURE].float_list.value.append(logged.prediction)
   feature_map[spec.MODEL_VERSION_FEATURE].int64_list.value.append(logged.model_version)
@@ -348,7 +382,7 @@ def to_output_example(logged: LoggedExample, label: Optional[int]) -> Tuple[byte
   feature_map[spec.TIMESTAMP_FEATURE].int64_list.value.append(logged.timestamp_secs)
   if label is not None:
     feature_map[features.LABEL_KEY].int64_list.value.append(int(label))
-  return example.SerializeToString(), dropped
+  return base + added.SerializeToString(), dropped
 
 
 # ----------------------------------------------------------------------------- windows
@@ -398,22 +432,22 @@ def read_window(log_dir: str, window_start: Optional[int] = None,
     for record in iter_log_records(path, counts):
       counts.records_read += 1
       try:
-        converted = convert_record(record, input_key, output_key)
+        prediction_log = parse_prediction_log(record)
+        metadata = prediction_log.log_metadata
+        if not _in_window(metadata.timestamp_secs, window_start, window_end):
+          counts.records_outside_window += 1
+          outside.update(_keys_of(prediction_log, input_key))
+          continue
+        if model_name and metadata.model_spec.name != model_name:
+          counts.records_other_model += 1
+          continue
+        converted = convert_prediction_log(prediction_log, input_key, output_key)
       except ConversionError as e:
         counts.unconvertible[e.reason] += 1
         continue
       if converted.unparseable_examples:
         counts.unconvertible['unparseable_example'] += converted.unparseable_examples
-      logged = converted.examples
-      first = logged[0]
-      if not _in_window(first.timestamp_secs, window_start, window_end):
-        counts.records_outside_window += 1
-        outside.update(item.key for item in logged)
-        continue
-      if model_name and first.model_name != model_name:
-        counts.records_other_model += 1
-        continue
-      for item in logged:
+      for item in converted.examples:
         counts.examples += 1
         counts.missing_prediction += int(item.prediction is None)
         examples.append(item)

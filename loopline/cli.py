@@ -111,8 +111,6 @@ def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) ->
     raise
   summary = run_summary.collect(config)
   summary['wall_seconds'] = time.monotonic() - started
-  if summary.get('pushed_version'):
-    summary['registry'] = _stage_in_registry(config, summary['pushed_version'])
   holdout_root = holdout_data_root or config.data_root
   if holdout_spans and summary.get('model_uri') and '://' not in holdout_root:
     summary['holdout'] = holdout.evaluate_on_spans(summary['model_uri'], holdout_root,
@@ -121,8 +119,14 @@ def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) ->
   return summary
 
 
+def stage_in_registry(config, summary: dict) -> None:
+  """After a run that pushed: the version enters staging (canary), or production when there is
+  none yet (registry/README.md). The outcome is added to the summary as `registry`."""
+  if summary.get('pushed_version'):
+    summary['registry'] = _stage_in_registry(config, summary['pushed_version'])
+
+
 def _stage_in_registry(config, version) -> str:
-  """A pushed, blessed model enters staging (canary), or production when there is none yet."""
   import registry
   try:
     transition = registry.stage_pushed_model(config, version)
@@ -140,6 +144,7 @@ def _cmd_train(args) -> int:
   config = _train_config(args)
   try:
     summary = train(config, holdout_spans=args.holdout_spans or spans_lib.FUTURE_SPANS)
+    stage_in_registry(config, summary)
   except DataGateError as e:
     print(f'\n{e}', file=sys.stderr)
     print('Nothing was trained or pushed. Fix the data (land a corrected span version) or '

@@ -160,6 +160,7 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
   say('== 1. train on the training spans')
   trained = cli.train(config, holdout_spans=spans_lib.FUTURE_SPANS,
                       holdout_data_root=bundled_root)
+  cli.stage_in_registry(config, trained)
   stage('1. train', run_summary.format_summary(trained))
   if not trained.get('pushed_version'):
     raise LoopError('the first model was not blessed and pushed; nothing to serve')
@@ -208,6 +209,7 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     span, path = feedback_span.write_next_span(home_spans, columns, rows)
     retrain_config = dataclasses.replace(config, last_span=span)
     retrained = cli.train(retrain_config)
+    cli.stage_in_registry(retrain_config, retrained)
     stage('5. retrain', f'new span {span} ({len(rows)} labelled rows): {path}\n'
                         + run_summary.format_summary(retrained))
     results['new_span'] = span

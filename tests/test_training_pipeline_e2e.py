@@ -65,6 +65,7 @@ def test_first_blessed_push_becomes_the_stable_production_model(first_run):
   from loopline import home as home_lib
   from serving.config import parse_model_config_text
   config, summary = first_run
+  cli.stage_in_registry(config, summary)      # what `loopline train` does after a push
   assert summary['registry'] == (f'bootstrap: version {summary["pushed_version"]} -> '
                                  'production')
   with open(home_lib.serving_config_path(config.home)) as f:
@@ -111,6 +112,7 @@ def test_rerun_with_nothing_changed_comes_from_cache(first_run):
       n: 'CACHED' for n in BEFORE_EVALUATOR}
   assert summary['pushed_version'] == first_summary['pushed_version']
   assert _versions(config) == versions_before
+  cli.stage_in_registry(config, summary)
   assert 'already registered' in summary['registry']
 
 

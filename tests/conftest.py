@@ -2,6 +2,7 @@
 import csv
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -9,6 +10,17 @@ from loopline import spans as spans_lib
 from pipeline.config import REPO_ROOT
 
 SPANS_DIR = os.path.join(REPO_ROOT, spans_lib.SPANS_DIR)
+NOTEBOOKS_DIR = os.path.join(REPO_ROOT, 'notebooks')
+
+
+def import_loopline_nb():
+  """The notebooks' helper module (notebooks/loopline_nb.py), as the notebooks import it."""
+  sys.path.insert(0, NOTEBOOKS_DIR)
+  try:
+    import loopline_nb  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(NOTEBOOKS_DIR)
+  return loopline_nb
 
 
 def read_span(span: int, spans_dir: str = SPANS_DIR):

@@ -8,7 +8,6 @@ to it, the test fails with that error.
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
@@ -17,12 +16,11 @@ from pipeline import kubeflow
 from pipeline import metadata_queries as mq
 from pipeline import training_pipeline
 from pipeline.config import REPO_ROOT, PipelineConfig
-from tests.conftest import sample_spans
+from tests.conftest import import_loopline_nb, sample_spans
 
 pytestmark = pytest.mark.timeout(1200)
 
 MARIADB = os.path.join(REPO_ROOT, 'scripts', 'mariadb.sh')
-NOTEBOOKS_DIR = os.path.join(REPO_ROOT, 'notebooks')
 
 
 def _free_port() -> int:
@@ -44,14 +42,6 @@ def mysql_url(tmp_path_factory):
                            timeout=120)
   assert stopped.returncode == 0, stopped.stderr
 
-
-def _loopline_nb():
-  sys.path.insert(0, NOTEBOOKS_DIR)
-  try:
-    import loopline_nb
-  finally:
-    sys.path.remove(NOTEBOOKS_DIR)
-  return loopline_nb
 
 
 @pytest.fixture(scope='module')
@@ -92,7 +82,7 @@ def test_the_training_pipeline_records_to_mysql(mysql_run):
 
 def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, monkeypatch):
   config, summary = mysql_run
-  nb = _loopline_nb()
+  nb = import_loopline_nb()
   monkeypatch.setenv('LOOPLINE_HOME', config.home)
   monkeypatch.setenv('LOOPLINE_MLMD_URL', f'{mysql_url}/loopline_mlmd')
   monkeypatch.delenv('LOOPLINE_RUN_ID', raising=False)
@@ -127,7 +117,7 @@ def test_registry_staging_on_mysql(mysql_run):
 
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
-  nb = _loopline_nb()
+  nb = import_loopline_nb()
   good = kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
   wrong_password = kubeflow.parse_mysql_url(
       f'mysql://{good.username}:not-the-password@{good.host}:{good.port}/loopline_mlmd')

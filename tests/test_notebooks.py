@@ -13,11 +13,10 @@ import pytest
 from nbclient import NotebookClient
 
 from pipeline import metadata_queries as mq
-from pipeline.config import REPO_ROOT
+from tests.conftest import NOTEBOOKS_DIR, import_loopline_nb
 
 pytestmark = pytest.mark.timeout(900)
 
-NOTEBOOKS_DIR = os.path.join(REPO_ROOT, 'notebooks')
 NOTEBOOKS = ('01_data.ipynb', '02_model_analysis.ipynb', '03_lineage.ipynb')
 
 
@@ -115,19 +114,10 @@ def test_lineage_notebook(home_env):
   assert f'spans 1-2 (versions 1:1,2:1) from {config.data_root}' in text
 
 
-def _loopline_nb():
-  import sys
-  sys.path.insert(0, NOTEBOOKS_DIR)
-  try:
-    import loopline_nb
-  finally:
-    sys.path.remove(NOTEBOOKS_DIR)
-  return loopline_nb
-
 
 def test_a_run_by_id_and_an_unknown_run(home_env, monkeypatch):
   config, summary, env = home_env
-  nb = _loopline_nb()
+  nb = import_loopline_nb()
   monkeypatch.setenv('LOOPLINE_HOME', config.home)
   monkeypatch.setenv('LOOPLINE_RUN_ID', summary['run_id'])
   assert nb.list_runs() == [summary['run_id']]
@@ -142,7 +132,7 @@ def test_a_run_by_id_and_an_unknown_run(home_env, monkeypatch):
 
 
 def test_a_home_without_metadata_says_so(tmp_path, monkeypatch):
-  nb = _loopline_nb()
+  nb = import_loopline_nb()
   monkeypatch.delenv('LOOPLINE_MLMD_URL', raising=False)
   config = nb.config_from_env(str(tmp_path))
   with pytest.raises(FileNotFoundError, match='no ML Metadata at .*run `loopline train` first'):

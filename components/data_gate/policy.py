@@ -42,6 +42,17 @@ class PolicyError(ValueError):
   """A policy that cannot be applied; the message names the offending entry."""
 
 
+def parse_json_object(text: str, what: str, error: type = PolicyError) -> dict:
+  """`text` as a JSON object, or `error` saying that `what` is not valid JSON / not an object."""
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise error(f'{what} is not valid JSON: {e}') from e
+  if not isinstance(data, dict):
+    raise error(f'{what} must be a JSON object')
+  return data
+
+
 @dataclasses.dataclass(frozen=True)
 class SeverityPolicy:
   warning_types: frozenset = DEFAULT_WARNING_TYPES
@@ -69,12 +80,7 @@ class SeverityPolicy:
 
   @classmethod
   def from_json(cls, text: str) -> 'SeverityPolicy':
-    try:
-      data = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise PolicyError(f'severity policy is not valid JSON: {e}') from e
-    if not isinstance(data, dict):
-      raise PolicyError('severity policy must be a JSON object')
+    data = parse_json_object(text, 'severity policy')
     unexpected = sorted(set(data) - {'warning_types', 'feature_severity'})
     if unexpected:
       raise PolicyError(f'unknown severity policy key(s): {unexpected}')

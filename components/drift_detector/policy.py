@@ -119,12 +119,7 @@ class DriftPolicy:
 
   @classmethod
   def from_json(cls, text: str) -> 'DriftPolicy':
-    try:
-      data = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise DriftPolicyError(f'drift policy is not valid JSON: {e}') from e
-    if not isinstance(data, dict):
-      raise DriftPolicyError('drift policy must be a JSON object')
+    data = gate_policy.parse_json_object(text, 'drift policy', DriftPolicyError)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

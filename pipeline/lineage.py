@@ -214,12 +214,6 @@ def statistics_of(store: metadata_store.MetadataStore,
   return None
 
 
-def open_store(config) -> metadata_store.MetadataStore:
-  """The MLMD store of a PipelineConfig (read-only use)."""
-  from pipeline import training_pipeline
-  return mq.open_store(training_pipeline.metadata_connection_config(config))
-
-
 def baseline_importers(baseline: TrainingBaseline, prefix: str = 'baseline') -> Dict[str, object]:
   """TFX Importer nodes for the baseline's artifacts, re-using them in MLMD (reimport=False).
 

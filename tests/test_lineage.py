@@ -9,7 +9,7 @@ from pipeline import metadata_queries as mq
 def trained(trained_home):
   config, summary = trained_home
   assert summary.get('pushed_version'), 'the quick training run must push a model'
-  store = lineage.open_store(config)
+  store = mq.open_pipeline_store(config)
   run = mq.latest_run(store, config.pipeline_name)
   records = {r.node_id: r for r in mq.execution_records(store, run)}
   return config, summary, store, records

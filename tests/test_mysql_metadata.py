@@ -65,7 +65,7 @@ def mysql_run(mysql_url, tmp_path_factory):
 def test_the_training_pipeline_records_to_mysql(mysql_run):
   config, summary = mysql_run
   assert not os.path.exists(config.metadata_path)        # nothing went to SQLite
-  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  store = mq.open_pipeline_store(config)
   assert config.mysql.database == 'loopline_mlmd'
   runs = mq.run_contexts(store, config.pipeline_name)
   assert [r.name for r in runs] == [summary['run_id']]

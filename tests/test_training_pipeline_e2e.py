@@ -16,7 +16,6 @@ from loopline import cli
 from loopline import examples as examples_lib
 from models import features
 from pipeline import metadata_queries as mq
-from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 from tests.conftest import read_span, sample_spans, write_span
 
@@ -33,7 +32,7 @@ def _config(home, data_root, **overrides):
 
 
 def _records(config, run_index=-1):
-  store = mq.open_store(training_pipeline.metadata_connection_config(config))
+  store = mq.open_pipeline_store(config)
   run = mq.run_contexts(store, config.pipeline_name)[run_index]
   return {r.node_id: r for r in mq.execution_records(store, run)}
 

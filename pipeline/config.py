@@ -52,6 +52,9 @@ class PipelineConfig:
       default_factory=policy_lib.SeverityPolicy)
   beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
   mysql: Optional[MySQLConnection] = None          # None: SQLite under the home directory
+  # ML Metadata as the pipeline's own tasks reach it at run time (the baseline resolver of the
+  # cluster pipelines: the cluster's gRPC service); None: the store above.
+  metadata_service_url: Optional[str] = None
   enable_cache: bool = True
   # Monitoring (pipeline/monitoring_pipeline.py): realized AUC on labelled serving traffic below
   # this triggers retraining, like a critical drift verdict.

@@ -26,11 +26,16 @@ in the image (Dockerfile). The adaptations, each a limit of TFX 1.16 on KFP v2:
   Evaluator then has no baseline and blesses on the absolute AUC threshold alone. With tuning
   off, the Trainer uses the model's defaults instead of the last tuned hyperparameters. Any other
   resolver is refused on `kfp` with an error.
-- Runtime parameters (`data_root`, `schema_file`): pipeline inputs with the configured values as
-  defaults in the spec itself (a bare PipelineSpec carries no runtime config), overridable per
-  run (`loopline submit --param data_root=gs://...`).
+- Runtime parameters (`data_root`, `schema_file`; the monitoring pipeline's `model_version`):
+  pipeline inputs with the configured values as defaults in the spec itself (a bare PipelineSpec
+  carries no runtime config), overridable per run (`loopline submit --param data_root=gs://...`).
+- The monitoring pipeline is built `for_cluster` (pipeline/monitoring_pipeline.py): its baseline
+  is resolved at run time by TrainingBaselineResolver from the cluster's ML Metadata gRPC service
+  (`--metadata-service`, default CLUSTER_MLMD_SERVICE_URL), for the version given by the
+  `model_version` parameter (0: the latest push); ServingLogExampleGen's task is never cached
+  (the logs under the same path change between runs).
 
-Adding a pipeline (e.g. the monitoring pipeline) is one more entry in `PIPELINES`.
+Adding a pipeline is one more entry in `PIPELINES`.
 """
 import argparse
 import dataclasses
@@ -55,6 +60,9 @@ KFP_DROPPABLE_RESOLVERS = {
     'latest_blessed_model_resolver':
         'the Evaluator has no baseline model: blessing uses the absolute AUC threshold only',
 }
+# Tasks whose result changes under the same parameters (new span versions, new logs, a new push):
+# KFP's cache must never answer for them.
+NEVER_CACHED_TASKS = ('SpanRangeCsvExampleGen', 'ServingLogExampleGen', 'TrainingBaselineResolver')
 _TFX_TITLE_RE = re.compile(r'^[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}$')
 
 
@@ -64,11 +72,16 @@ class CompileError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeParameter:
-  """A pipeline input that sets one component's execution property, default from the config."""
+  """A pipeline input that sets one component's execution property.
+
+  Its default is the config's `config_field`, or `default` when the config has no such field.
+  """
   name: str
   node_id: str
   exec_property: str
-  config_field: str
+  config_field: Optional[str] = None
+  default: Any = None
+  ptype: type = str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +101,25 @@ def _build_training(config, target: str, notes: List[str]):
                                            reuse_tuned_hyperparameters=target != 'kfp')
 
 
+def _build_monitoring(config, target: str, notes: List[str]):
+  from pipeline import monitoring_pipeline
+  if not config.metadata_service_url:
+    config = dataclasses.replace(config, metadata_service_url=CLUSTER_MLMD_SERVICE_URL)
+  notes.append(f'baseline resolved at run time from ML Metadata at {config.metadata_service_url} '
+               f'for the version of the `model_version` parameter (0: the latest push)')
+  return monitoring_pipeline.create_monitoring_pipeline(config, for_cluster=True)
+
+
 PIPELINES: Dict[str, PipelineEntry] = {
     'training': PipelineEntry('training', _build_training, (
         RuntimeParameter('data_root', 'SpanRangeCsvExampleGen', 'input_base', 'data_root'),
         RuntimeParameter('schema_file', 'ImportSchemaGen', 'schema_file', 'schema_path'),
     )),
-    # 'monitoring': PipelineEntry('monitoring', _build_monitoring, (...)),   # after Feedback
+    'monitoring': PipelineEntry('monitoring', _build_monitoring, (
+        RuntimeParameter('model_version', 'TrainingBaselineResolver', 'model_version',
+                         default=0, ptype=int),
+        RuntimeParameter('schema_file', 'ImportSchemaGen', 'schema_file', 'schema_path'),
+    )),
 }
 
 
@@ -152,9 +178,10 @@ def attach_runtime_parameters(tfx_pipeline, entry: PipelineEntry, config) -> Dic
     if node is None or parameter.exec_property not in node.exec_properties:
       raise CompileError(f'runtime parameter {parameter.name!r}: pipeline {entry.key!r} has no '
                          f'{parameter.node_id}.{parameter.exec_property}')
-    default = getattr(config, parameter.config_field)
+    default = (getattr(config, parameter.config_field) if parameter.config_field
+               else parameter.default)
     node.exec_properties[parameter.exec_property] = data_types.RuntimeParameter(
-        name=parameter.name, ptype=str, default=default)
+        name=parameter.name, ptype=parameter.ptype, default=default)
     defaults[parameter.name] = default
   return defaults
 
@@ -295,7 +322,10 @@ def set_parameter_defaults(spec, values: Mapping[str, Any]) -> None:
     if name not in parameters:
       raise CompileError(f'unknown runtime parameter {name!r}: the pipeline has '
                          f'{", ".join(sorted(parameters)) or "none"}')
-    parameters[name].default_value.string_value = str(value)
+    if isinstance(value, int):
+      parameters[name].default_value.number_value = value
+    else:
+      parameters[name].default_value.string_value = str(value)
 
 
 # --- compile ----------------------------------------------------------------------------------
@@ -305,6 +335,7 @@ class CompileResult:
   path: str
   target: str
   pipeline_name: str
+  pipeline_root: str
   image: str
   parameters: Dict[str, str]
   notes: List[str]
@@ -316,7 +347,6 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
   """Compiles one pipeline for `target`; writes and returns `<out_dir>/<name>/<file>`."""
   check_target(target)
   check_cluster_paths(config)
-  out_dir = prepare_out_dir(os.path.join(prepare_out_dir(out_dir), config.pipeline_name))
   image = image or os.environ.get(IMAGE_ENV_VAR) or DEFAULT_IMAGE
 
   from google.protobuf import json_format
@@ -324,18 +354,25 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
 
   notes: List[str] = []
   tfx_pipeline = entry.build(config, target, notes)
+  pipeline_name = tfx_pipeline.pipeline_info.pipeline_name
+  out_dir = prepare_out_dir(os.path.join(prepare_out_dir(out_dir), pipeline_name))
   defaults = attach_runtime_parameters(tfx_pipeline, entry, config)
+  types = {p.name: p.ptype for p in entry.runtime_parameters}
   values = dict(defaults)
   for name, value in (parameter_values or {}).items():
     if name not in defaults:
       raise CompileError(f'unknown runtime parameter {name!r}: pipeline {entry.key!r} has '
                          f'{", ".join(sorted(defaults)) or "none"}')
-    values[name] = value
+    try:
+      values[name] = types[name](value)
+    except ValueError as e:
+      raise CompileError(f'runtime parameter {name}={value!r} must be '
+                         f'{"an integer" if types[name] is int else "text"}') from e
   drops = kfp_droppable_resolvers(tfx_pipeline) if target == 'kfp' else []
 
   runner = v2_runner.KubeflowV2DagRunner(
       config=v2_runner.KubeflowV2DagRunnerConfig(
-          display_name=config.pipeline_name, default_image=image, use_pipeline_spec_2_1=True),
+          display_name=pipeline_name, default_image=image, use_pipeline_spec_2_1=True),
       output_dir=out_dir, output_filename=TARGETS[target])
   with _CustomArtifactTitles():
     job = runner.run(tfx_pipeline, parameter_values=values, write_out=False)
@@ -344,7 +381,8 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
   json_format.ParseDict(job['pipelineSpec'], spec)
   use_span_range_driver(spec)
   if target == 'kfp':
-    never_cache(spec, 'SpanRangeCsvExampleGen')
+    for task_name in NEVER_CACHED_TASKS:
+      never_cache(spec, task_name)
     for resolver_id in drops:
       dropped = drop_resolvers(spec, [resolver_id])
       check_optional_inputs(tfx_pipeline, dropped)
@@ -364,7 +402,8 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
         f.write('\n')
   except OSError as e:
     raise CompileError(f'cannot write {path}: {e.strerror}') from e
-  return CompileResult(path, target, config.pipeline_name, image, values, notes)
+  return CompileResult(path, target, pipeline_name, tfx_pipeline.pipeline_info.pipeline_root,
+                       image, values, notes)
 
 
 def write_pipeline_yaml(spec_dict: Dict[str, Any], path: str) -> None:
@@ -397,6 +436,9 @@ def load_pipeline_spec(path: str):
 # database `metadb`. The compiled spec does not use it (KFP's launcher records to the cluster's
 # MLMD itself); the config names it so that the pipeline is built with no local SQLite file.
 CLUSTER_MLMD_URL = 'mysql://root@mysql.kubeflow.svc.cluster.local:3306/metadb'
+# The same store as KFP's own tasks reach it: the ML Metadata gRPC service of a KFP install. The
+# monitoring pipeline's TrainingBaselineResolver reads lineage from it at run time.
+CLUSTER_MLMD_SERVICE_URL = 'grpc://metadata-grpc-service.kubeflow:8080'
 
 
 def parse_mysql_url(url: str):
@@ -468,6 +510,16 @@ def config_from_args(args):
   if beam_args:
     overrides['beam_pipeline_args'] = tuple(beam_args)
   overrides['mysql'] = parse_mysql_url(args.mysql_url or CLUSTER_MLMD_URL)
+  service = args.metadata_service or CLUSTER_MLMD_SERVICE_URL
+  if not service.startswith(('grpc://', 'mysql://')):
+    raise CompileError(f'--metadata-service {service!r}: the cluster\'s tasks reach ML Metadata '
+                       f'through grpc://HOST:PORT (or mysql://USER@HOST/DB), not a local file')
+  from pipeline import metadata_queries
+  try:
+    metadata_queries.connection_from_url(service)
+  except ValueError as e:
+    raise CompileError(str(e)) from e
+  overrides['metadata_service_url'] = service
   try:
     return PipelineConfig(home=root.rstrip('/'), **overrides)
   except ValueError as e:
@@ -480,15 +532,23 @@ def _cmd_compile(args) -> int:
     check_target(args.target)
     keys = sorted(PIPELINES) if args.pipeline == 'all' else [args.pipeline]
     params = parse_params(args.param)
+    known = {p.name for key in keys for p in PIPELINES[key].runtime_parameters}
+    unknown = sorted(set(params) - known)
+    if unknown:
+      raise CompileError(f'unknown runtime parameter {", ".join(map(repr, unknown))}: '
+                         f'{" and ".join(keys)} {"take" if len(keys) > 1 else "takes"} '
+                         f'{", ".join(sorted(known))}')
     out = args.out
     if not out:
       from loopline import home as home_lib
       out = os.path.join(home_lib.resolve_home(args.home), 'kubeflow', args.target)
     for key in keys:
-      result = compile_pipeline(PIPELINES[key], config, args.target, out, args.image, params)
+      own = {p.name for p in PIPELINES[key].runtime_parameters}
+      result = compile_pipeline(PIPELINES[key], config, args.target, out, args.image,
+                                {k: v for k, v in params.items() if k in own})
       print(f'{result.pipeline_name} -> {result.path}')
       print(f'  target {result.target}, image {result.image}')
-      print(f'  pipeline root {config.pipeline_root}, serving {config.serving_model_dir}')
+      print(f'  pipeline root {result.pipeline_root}, serving {config.serving_model_dir}')
       print('  runtime parameters: ' + ', '.join(f'{k}={v}' for k, v in
                                                  sorted(result.parameters.items())))
       for note in result.notes:
@@ -572,8 +632,12 @@ def register(subparsers) -> None:
                               help='Beam arguments, one a line (deploy/kubeflow/beam-*.args)')
   compile_parser.add_argument('--mysql-url', help=f'ML Metadata of the cluster (default '
                                                   f'{CLUSTER_MLMD_URL})')
+  compile_parser.add_argument('--metadata-service',
+                              help=f'ML Metadata as the monitoring pipeline\'s tasks reach it '
+                                   f'(default {CLUSTER_MLMD_SERVICE_URL})')
   compile_parser.add_argument('--param', action='append', metavar='NAME=VALUE',
-                              help='runtime parameter default (data_root, schema_file)')
+                              help='runtime parameter default (training: data_root, schema_file; '
+                                   'monitoring: model_version, schema_file)')
   compile_parser.set_defaults(func=_cmd_compile)
 
   submit_parser = subparsers.add_parser(

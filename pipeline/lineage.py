@@ -17,6 +17,14 @@ statistics" (a newer run may have trained on other spans, or failed before pushi
 monitoring pipeline's DriftDetector gets the baseline as ordinary input channels and MLMD records
 the edge training data -> drift verdict.
 
+The walk reads both layouts of ML Metadata a Loopline pipeline writes: TFX's own (LocalDagRunner:
+artifact types `PushedModel`, execution types named after the component) and Kubeflow Pipelines v2's
+(artifact types named by their schema title `tfx.PushedModel`, executions of type
+`system.ContainerExecution` with the component's id in the custom property `task_name`, artifact
+metadata as custom properties, numbers as doubles). Event paths name the input or output key in
+both. The runtime resolver of the cluster pipelines (components/baseline_resolver) runs the same
+walk inside the cluster.
+
 Only ml_metadata here (TFX is imported by `baseline_importers` alone).
 """
 import dataclasses
@@ -33,6 +41,9 @@ MODEL_TYPE = 'Model'
 EXAMPLES_TYPE = 'Examples'
 STATISTICS_TYPE = 'ExampleStatistics'
 STATISTICS_GEN_SUFFIX = 'StatisticsGen'
+# Kubeflow Pipelines v2 names artifact types by schema title and records the task's id.
+KFP_TYPE_PREFIX = 'tfx.'
+KFP_TASK_NAME_PROPERTY = 'task_name'
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 _INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -58,14 +69,29 @@ class TrainingBaseline:
             f'statistics {self.statistics.uri}')
 
 
-def _type_id(store: metadata_store.MetadataStore, name: str) -> Optional[int]:
-  try:
-    return store.get_artifact_type(name).id
-  except Exception:  # pylint: disable=broad-except  # NotFoundError: nothing of that type yet
-    return None
+def _type_ids(store: metadata_store.MetadataStore, name: str) -> List[int]:
+  """Ids of the artifact type `name` in either layout (TFX's `name`, KFP's `tfx.name`)."""
+  ids = []
+  for type_name in (name, KFP_TYPE_PREFIX + name):
+    try:
+      ids.append(store.get_artifact_type(type_name).id)
+    except Exception:  # pylint: disable=broad-except  # NotFoundError: nothing of that type yet
+      pass
+  return ids
 
 
-def _execution_type_name(store, execution: metadata_store_pb2.Execution) -> str:
+def _property(artifact: metadata_store_pb2.Artifact, name: str):
+  """A custom property; an integral double (how KFP records TFX's ints) as an int."""
+  value = mq.custom_property(artifact, name)
+  if isinstance(value, float) and value.is_integer():
+    return int(value)
+  return value
+
+
+def _node_name(store, execution: metadata_store_pb2.Execution) -> str:
+  """The component the execution ran: KFP's `task_name`, else TFX's execution type name."""
+  if KFP_TASK_NAME_PROPERTY in execution.custom_properties:
+    return execution.custom_properties[KFP_TASK_NAME_PROPERTY].string_value
   return store.get_execution_types_by_id([execution.type_id])[0].name
 
 
@@ -106,14 +132,15 @@ def pushed_models(store: metadata_store.MetadataStore,
 
   `model_name`: only pushes whose destination is `<base>/<model_name>/<version>`.
   """
-  if _type_id(store, PUSHED_MODEL_TYPE) is None:
-    return []
   result = []
-  for artifact in store.get_artifacts_by_type(PUSHED_MODEL_TYPE):
-    if mq.custom_property(artifact, 'pushed') != 1:
+  candidates = [artifact for type_id in _type_ids(store, PUSHED_MODEL_TYPE)
+                for artifact in store.get_artifacts_by_type(
+                    store.get_artifact_types_by_id([type_id])[0].name)]
+  for artifact in candidates:
+    if _property(artifact, 'pushed') != 1:
       continue
     if model_name:
-      destination = str(mq.custom_property(artifact, 'pushed_destination') or '')
+      destination = str(_property(artifact, 'pushed_destination') or '')
       if os.path.basename(os.path.dirname(destination.rstrip('/'))) != model_name:
         continue
     result.append(artifact)
@@ -122,7 +149,7 @@ def pushed_models(store: metadata_store.MetadataStore,
 
 def served_versions(store: metadata_store.MetadataStore,
                     model_name: Optional[str] = None) -> List[str]:
-  return sorted({str(mq.custom_property(a, 'pushed_version')) for a in pushed_models(
+  return sorted({str(_property(a, 'pushed_version')) for a in pushed_models(
       store, model_name)}, key=lambda v: (len(v), v))
 
 
@@ -142,7 +169,7 @@ def resolve_training_baseline(store: metadata_store.MetadataStore,
     pushed = pushes[-1]
   else:
     wanted = str(pushed_version)
-    matching = [a for a in pushes if str(mq.custom_property(a, 'pushed_version')) == wanted]
+    matching = [a for a in pushes if str(_property(a, 'pushed_version')) == wanted]
     if not matching:
       known = served_versions(store, model_name)
       raise BaselineNotFoundError(
@@ -151,7 +178,7 @@ def resolve_training_baseline(store: metadata_store.MetadataStore,
           f'(pushed versions: {", ".join(known) or "none"})')
     # The first push of the version created it; a later identical model re-recorded it.
     pushed = matching[0]
-  version = str(mq.custom_property(pushed, 'pushed_version'))
+  version = str(_property(pushed, 'pushed_version'))
 
   pusher = _producer(store, pushed)
   if pusher is None:
@@ -180,13 +207,13 @@ def resolve_training_baseline(store: metadata_store.MetadataStore,
 def raw_examples_of(store: metadata_store.MetadataStore,
                     examples: metadata_store_pb2.Artifact) -> metadata_store_pb2.Artifact:
   """Walks producers' `examples` inputs up to the Examples an ExampleGen wrote."""
-  examples_type = _type_id(store, EXAMPLES_TYPE)
+  examples_types = _type_ids(store, EXAMPLES_TYPE)
   current = examples
   for _ in range(MAX_CHAIN):
     producer = _producer(store, current)
     if producer is None:
       return current          # imported, or produced outside this store
-    parents = [a for a in _inputs(store, producer.id, 'examples') if a.type_id == examples_type]
+    parents = [a for a in _inputs(store, producer.id, 'examples') if a.type_id in examples_types]
     if not parents:
       return current
     current = parents[0]
@@ -205,7 +232,7 @@ def statistics_of(store: metadata_store.MetadataStore,
   consumer_ids = [e.execution_id for e in _events(store, examples.id) if e.type in _INPUTS]
   executions = [e for e in store.get_executions_by_id(consumer_ids)
                 if e.last_known_state in _DONE and
-                _execution_type_name(store, e).endswith(STATISTICS_GEN_SUFFIX)]
+                _node_name(store, e).endswith(STATISTICS_GEN_SUFFIX)]
   for execution in sorted(executions, key=lambda e: (e.create_time_since_epoch, e.id),
                           reverse=True):
     outputs = _outputs(store, execution.id, 'statistics')

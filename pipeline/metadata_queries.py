@@ -56,6 +56,63 @@ def connection_config(config) -> metadata_store_pb2.ConnectionConfig:
   return connection
 
 
+SQLITE_SCHEME = 'sqlite://'
+GRPC_SCHEME = 'grpc://'
+
+
+def metadata_url(config) -> str:
+  """Where a pipeline's own tasks reach ML Metadata (the TrainingBaselineResolver's store).
+
+  `config.metadata_service_url` when set (in a cluster: its ML Metadata gRPC service), else the
+  pipeline's store: `mysql://...` or `sqlite:///<home>/metadata/metadata.sqlite`.
+  """
+  if config.metadata_service_url:
+    return config.metadata_service_url
+  if config.mysql:
+    m = config.mysql
+    from urllib import parse
+    password = f':{parse.quote(m.password, safe="")}' if m.password else ''
+    return (f'mysql://{parse.quote(m.username, safe="")}{password}@{m.host}:{m.port}/'
+            f'{m.database}')
+  return SQLITE_SCHEME + config.metadata_path
+
+
+def connection_from_url(url: str):
+  """An MLMD connection from a URL: `grpc://HOST:PORT` (an ML Metadata gRPC service, as in a
+  Kubeflow cluster), `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`, or `sqlite:///ABSOLUTE/PATH` (the
+  file must exist: a typo must not create an empty store). ValueError names what is wrong.
+  """
+  if url.startswith(GRPC_SCHEME):
+    host, sep, port = url[len(GRPC_SCHEME):].rstrip('/').rpartition(':')
+    if not sep or not host or not port.isdigit():
+      raise ValueError(f'ML Metadata URL {url!r} must look like grpc://HOST:PORT')
+    client = metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
+    return client
+  if url.startswith('mysql://'):
+    from pipeline import kubeflow
+    mysql = kubeflow.parse_mysql_url(url)
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.mysql.host = mysql.host
+    connection.mysql.port = mysql.port
+    connection.mysql.database = mysql.database
+    connection.mysql.user = mysql.username
+    connection.mysql.password = mysql.password
+    return connection
+  if url.startswith(SQLITE_SCHEME):
+    path = url[len(SQLITE_SCHEME):]
+    if not os.path.isabs(path):
+      raise ValueError(f'ML Metadata URL {url!r}: the SQLite path must be absolute '
+                       f'(sqlite:///abs/path)')
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'ML Metadata URL {url!r}: no SQLite file at {path}')
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return connection
+  raise ValueError(f'ML Metadata URL {url!r}: use grpc://HOST:PORT, mysql://USER@HOST/DB or '
+                   f'sqlite:///PATH')
+
+
 def open_pipeline_store(config) -> metadata_store.MetadataStore:
   """The MLMD store of a PipelineConfig."""
   return open_store(connection_config(config))

@@ -9,6 +9,13 @@
 It shares the MLMD store with the training pipeline, so a drift verdict is linked to the
 statistics and the model it was measured against. Which versions are monitored: the ones the
 serving config labels (`stable`, `canary`), else the latest push.
+
+Built `for_cluster` (what `loopline compile` does), the pipeline touches neither ML Metadata nor
+the logs while it is built: one version is monitored, the `model_version` of the
+TrainingBaselineResolver (a runtime parameter; 0, the default, is the latest push), whose
+baseline that component resolves through the same lineage walk at run time; the window is not
+fingerprinted (the cluster's ServingLogExampleGen task is never cached), and realized
+performance is always evaluated (run it once ground truth has arrived).
 """
 import os
 from typing import Dict, List, Optional
@@ -17,6 +24,7 @@ import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.baseline_resolver.component import TrainingBaselineResolver
 from components.drift_detector.component import DriftDetector
 from components.realized_metrics.component import RealizedMetrics
 from components.serving_log_gen import feedback as feedback_lib
@@ -64,20 +72,28 @@ def realized_eval_config() -> tfma.EvalConfig:
 
 def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[int] = None,
                                window_end: Optional[int] = None,
-                               versions: Optional[Dict[str, int]] = None) -> tfx.dsl.Pipeline:
-  """The monitoring pipeline of one traffic window (unix seconds, end exclusive)."""
-  store = metadata_queries.open_pipeline_store(config)
-  versions = versions or served_versions(config)
+                               versions: Optional[Dict[str, int]] = None,
+                               for_cluster: bool = False) -> tfx.dsl.Pipeline:
+  """The monitoring pipeline of one traffic window (unix seconds, end exclusive).
+
+  `for_cluster`: built without ML Metadata or the logs (see the module docstring).
+  """
   feedback_dir = home_lib.feedback_dir(config.home)
   log_gen = ServingLogExampleGen(
       log_dir=home_lib.request_log_dir(config.home), feedback_dir=feedback_dir,
-      window_start=window_start, window_end=window_end, model_name=config.model_name)
+      window_start=window_start, window_end=window_end, model_name=config.model_name,
+      **({'input_fingerprint': ''} if for_cluster else {}))
   schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   statistics_gen = tfx.components.StatisticsGen(
       examples=log_gen.outputs['examples'], schema=schema_importer.outputs['schema'],
       stats_options=tfdv.StatsOptions(**training_pipeline.STATS_OPTIONS),
       exclude_splits=[log_gen_spec.LABELED_SPLIT])
   components: List = [log_gen, schema_importer, statistics_gen]
+  if for_cluster:
+    return _pipeline(config, components + _runtime_baseline_nodes(config, log_gen, statistics_gen,
+                                                                   schema_importer))
+  store = metadata_queries.open_pipeline_store(config)
+  versions = versions or served_versions(config)
   for version in sorted(set(versions.values())):
     baseline = lineage.resolve_training_baseline(store, version, config.model_name)
     importers = lineage.baseline_importers(baseline, prefix=f'baseline_{version}')
@@ -99,6 +115,28 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
                                    min_auc=config.min_realized_auc
                                    ).with_id(f'RealizedMetrics_{version}')
                    for version in sorted(set(versions.values()))]
+  return _pipeline(config, components)
+
+
+def _runtime_baseline_nodes(config: PipelineConfig, log_gen, statistics_gen,
+                            schema_importer) -> List:
+  """Resolver -> DriftDetector, and the realized evaluation of the resolved version."""
+  resolver = TrainingBaselineResolver(metadata_url=metadata_queries.metadata_url(config),
+                                      model_name=config.model_name)
+  detector = DriftDetector(
+      examples=log_gen.outputs['examples'], statistics=statistics_gen.outputs['statistics'],
+      schema=schema_importer.outputs['schema'], baseline=resolver.outputs['baseline'],
+      policy=config.drift_policy)
+  evaluator = tfx.components.Evaluator(
+      examples=log_gen.outputs['examples'], eval_config=realized_eval_config(),
+      example_splits=[log_gen_spec.LABELED_SPLIT]).with_id('RealizedEvaluator')
+  realized = RealizedMetrics(evaluation=evaluator.outputs['evaluation'],
+                             model_name=config.model_name, min_auc=config.min_realized_auc,
+                             baseline=resolver.outputs['baseline'])
+  return [resolver, detector, evaluator, realized]
+
+
+def _pipeline(config: PipelineConfig, components: List) -> tfx.dsl.Pipeline:
   return tfx.dsl.Pipeline(
       pipeline_name=config.monitoring_pipeline_name,
       pipeline_root=os.path.join(config.home, 'monitoring_root'),

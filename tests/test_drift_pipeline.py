@@ -84,11 +84,11 @@ def monitored(trained_home, tmp_path_factory):
       metadata_connection_config=connection, enable_cache=True,
       beam_pipeline_args=['--direct_running_mode=in_memory']))
   records = {r.node_id: r for r in mq.execution_records(store, mq.latest_run(store, PIPELINE))}
-  return baseline, records
+  return baseline, records, home
 
 
 def test_the_detector_consumes_the_resolved_baseline_artifacts_themselves(monitored):
-  baseline, records = monitored
+  baseline, records, _ = monitored
   inputs = records['DriftDetector'].inputs
   assert inputs['baseline_examples'][0].id == baseline.examples.id
   assert inputs['baseline_statistics'][0].id == baseline.statistics.id
@@ -98,7 +98,7 @@ def test_the_detector_consumes_the_resolved_baseline_artifacts_themselves(monito
 
 
 def test_window_examples_and_verdict_are_recorded_in_mlmd(monitored):
-  baseline, records = monitored
+  baseline, records, _ = monitored
   examples = records['ServingLogExampleGen'].outputs['examples'][0]
   assert mq.custom_property(examples, 'num_examples') == 550
   assert mq.custom_property(examples, 'num_labeled') == 200
@@ -120,3 +120,53 @@ def test_window_examples_and_verdict_are_recorded_in_mlmd(monitored):
   assert measures['fare']['tfdv']['threshold'] == pytest.approx(0.1)
   assert os.path.isfile(os.path.join(report.uri, 'drift.html'))
   assert np.isfinite(measures['fare']['value'])
+
+
+@pytest.fixture(scope='module')
+def monitored_for_cluster(monitored, trained_home):
+  """The monitoring pipeline as compiled for a cluster, run locally on the same home and logs:
+  the baseline is resolved at run time by TrainingBaselineResolver (no Importer)."""
+  import dataclasses
+  from pipeline import monitoring_pipeline
+  config, _ = trained_home
+  baseline, records, home = monitored
+  cluster_config = dataclasses.replace(config, home=home)
+  tfx.orchestration.LocalDagRunner().run(monitoring_pipeline.create_monitoring_pipeline(
+      cluster_config, for_cluster=True))
+  store = mq.open_pipeline_store(cluster_config)
+  run = mq.latest_run(store, cluster_config.monitoring_pipeline_name)
+  return baseline, records, {r.node_id: r for r in mq.execution_records(store, run)}
+
+
+def test_the_runtime_resolver_finds_the_same_baseline_and_verdict(monitored_for_cluster):
+  from components.baseline_resolver import manifest as manifest_lib
+  baseline, importer_records, records = monitored_for_cluster
+  assert all(r.state == 'COMPLETE' for r in records.values()), {
+      n: r.state for n, r in records.items()}
+  assert not any(n.startswith('baseline_') for n in records)          # nothing imported
+  resolved = records['TrainingBaselineResolver'].outputs['baseline'][0]
+  manifest = manifest_lib.read(resolved.uri)
+  assert manifest.model_version == int(baseline.pushed_version)
+  assert manifest.artifact_ids == {'pushed_model': baseline.pushed_model.id,
+                                   'model': baseline.model.id, 'examples': baseline.examples.id,
+                                   'statistics': baseline.statistics.id}
+  assert (manifest.examples_uri, manifest.statistics_uri, manifest.model_uri) == (
+      baseline.examples.uri, baseline.statistics.uri, baseline.model.uri)
+  assert manifest.examples_splits == ['train', 'eval']
+  assert mq.custom_property(resolved, 'model_version') == int(baseline.pushed_version)
+  # Same window, same baseline: the same measurements as with the Importers.
+  with_importers = json.load(open(os.path.join(
+      importer_records['DriftDetector'].outputs['report'][0].uri, 'drift.json')))
+  at_run_time = json.load(open(os.path.join(
+      records['DriftDetector'].outputs['report'][0].uri, 'drift.json')))
+  assert at_run_time['verdict'] == with_importers['verdict']
+  assert at_run_time['window'] == with_importers['window']
+  def values(summary):
+    return {m['name']: m['value'] for m in summary['measures'] if m['value'] is not None}
+  assert values(at_run_time) == pytest.approx(values(with_importers))
+  assert len(values(at_run_time)) >= 10
+  assert at_run_time['baseline']['examples_uri'] == baseline.examples.uri
+  realized = records['RealizedMetrics'].outputs['realized_metrics'][0]
+  assert mq.custom_property(realized, 'model_version') == int(baseline.pushed_version)
+  assert mq.custom_property(realized, 'example_count') == 200          # the labelled rows
+  assert 0.5 < mq.custom_property(realized, 'auc') <= 1.0

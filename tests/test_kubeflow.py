@@ -56,6 +56,24 @@ def compiled(tmp_path_factory):
   return results
 
 
+@pytest.fixture(scope='module')
+def compiled_monitoring(tmp_path_factory):
+  """{target: (CompileResult, parsed spec or job)} of the monitoring pipeline."""
+  out = tmp_path_factory.mktemp('kfp-monitoring')
+  return {target: (result, kubeflow.load_pipeline_spec(result.path)) for target, result in (
+      (target, kubeflow.compile_pipeline(kubeflow.PIPELINES['monitoring'], _config(), target,
+                                         str(out / target), IMAGE))
+      for target in ('kfp', 'vertex'))}
+
+
+def _as_pipeline_spec(spec_or_job):
+  if isinstance(spec_or_job, pipeline_spec_pb2.PipelineJob):
+    parsed = pipeline_spec_pb2.PipelineSpec()
+    json_format.ParseDict(json_format.MessageToDict(spec_or_job.pipeline_spec), parsed)
+    return parsed
+  return spec_or_job
+
+
 def _tfx_nodes(config=None):
   """{node id: upstream node ids} of the pipeline the local runner runs."""
   tfx_pipeline = training_pipeline.create_pipeline(config or _config())
@@ -347,6 +365,87 @@ def test_executor_command_without_a_hook_resolves_then_writes_examples(tmp_path,
 
 # --- bad input --------------------------------------------------------------------------------
 
+# --- the monitoring pipeline ------------------------------------------------------------------
+
+def test_monitoring_pipeline_compiles_with_a_runtime_baseline_resolver(compiled_monitoring):
+  from pipeline import monitoring_pipeline
+  local = monitoring_pipeline.create_monitoring_pipeline(_config(), for_cluster=True)
+  expected = {node.id: {up.id for up in node.upstream_nodes} for node in local.components}
+  for target in ('kfp', 'vertex'):
+    result, compiled = compiled_monitoring[target]
+    spec = _as_pipeline_spec(compiled)
+    assert spec.pipeline_info.name == 'loopline-monitoring'
+    assert result.pipeline_root == f'{ROOT}/monitoring_root'
+    tasks = spec.root.dag.tasks
+    assert {n: set(t.dependent_tasks) for n, t in tasks.items()} == expected, target
+    # Nothing resolved at compile time: no Importer, no TFX Resolver, one runtime resolver that
+    # feeds both the drift detector and the realized metrics.
+    assert not any(n.startswith(('baseline_', 'latest')) for n in tasks)
+    assert tasks['DriftDetector'].inputs.artifacts['baseline'].task_output_artifact == (
+        pipeline_spec_pb2.TaskInputsSpec.InputArtifactSpec.TaskOutputArtifactSpec(
+            producer_task='TrainingBaselineResolver', output_artifact_key='baseline'))
+    assert 'baseline' in tasks['RealizedMetrics'].inputs.artifacts
+    assert 'baseline_examples' not in tasks['DriftDetector'].inputs.artifacts
+    for name in tasks:
+      assert _container(spec, name)['image'] == IMAGE
+    resolver = tasks['TrainingBaselineResolver'].inputs.parameters
+    assert resolver['metadata_url'].runtime_value.constant.string_value == (
+        kubeflow.CLUSTER_MLMD_SERVICE_URL)
+    assert resolver['model_version'].component_input_parameter == 'model_version'
+    log_gen = tasks['ServingLogExampleGen'].inputs.parameters
+    assert log_gen['log_dir'].runtime_value.constant.string_value == f'{ROOT}/request_logs'
+    assert log_gen['input_fingerprint'].runtime_value.constant.string_value == ''
+  _, kfp_spec = compiled_monitoring['kfp']
+  for never in ('ServingLogExampleGen', 'TrainingBaselineResolver'):
+    assert not kfp_spec.root.dag.tasks[never].caching_options.enable_cache, never
+  assert kfp_spec.root.dag.tasks['StatisticsGen'].caching_options.enable_cache
+
+
+def test_monitoring_custom_artifact_types_are_importable_from_their_titles(compiled_monitoring):
+  from tfx.utils import import_utils
+  from components.baseline_resolver import spec as resolver_spec
+  from components.drift_detector import spec as drift_spec
+  from components.realized_metrics import spec as realized_spec
+  _, spec = compiled_monitoring['kfp']
+  for component, key, artifact_class in (
+      ('TrainingBaselineResolver', 'baseline', resolver_spec.TrainingBaseline),
+      ('DriftDetector', 'report', drift_spec.DriftReport),
+      ('RealizedMetrics', 'realized_metrics', realized_spec.RealizedMetricsArtifact)):
+    schema = spec.components[component].output_definitions.artifacts[key].artifact_type
+    title = yaml.safe_load(schema.instance_schema)['title']
+    assert import_utils.import_class_by_path(title) is artifact_class, component
+
+
+def test_monitoring_model_version_parameter_round_trips(compiled_monitoring, tmp_path):
+  _, spec = compiled_monitoring['kfp']
+  parameters = spec.root.input_definitions.parameters
+  assert parameters['model_version'].parameter_type == (
+      pipeline_spec_pb2.ParameterType.NUMBER_INTEGER)
+  assert parameters['model_version'].default_value.number_value == 0     # the latest push
+  result = kubeflow.compile_pipeline(kubeflow.PIPELINES['monitoring'], _config(), 'kfp',
+                                     str(tmp_path), IMAGE, {'model_version': '1795759493'})
+  spec = kubeflow.load_pipeline_spec(result.path)
+  assert spec.root.input_definitions.parameters[
+      'model_version'].default_value.number_value == 1795759493
+  job_result = kubeflow.compile_pipeline(kubeflow.PIPELINES['monitoring'], _config(), 'vertex',
+                                         str(tmp_path / 'v'), IMAGE, {'model_version': '7'})
+  job = kubeflow.load_pipeline_spec(job_result.path)
+  assert job.runtime_config.parameter_values['model_version'].number_value == 7
+  with pytest.raises(kubeflow.CompileError, match="model_version='latest' must be an integer"):
+    kubeflow.compile_pipeline(kubeflow.PIPELINES['monitoring'], _config(), 'kfp',
+                              str(tmp_path / 'bad'), IMAGE, {'model_version': 'latest'})
+
+
+def test_compiling_the_monitoring_pipeline_twice_gives_the_same_files(compiled_monitoring,
+                                                                      tmp_path):
+  for target in ('kfp', 'vertex'):
+    first, _ = compiled_monitoring[target]
+    second = kubeflow.compile_pipeline(kubeflow.PIPELINES['monitoring'], _config(), target,
+                                       str(tmp_path / target), IMAGE)
+    with open(first.path) as a, open(second.path) as b:
+      assert a.read() == b.read(), target
+
+
 def _main(capsys, *argv):
   code = cli.main(list(argv))
   captured = capsys.readouterr()
@@ -366,6 +465,26 @@ def test_compile_command_writes_the_pipeline(tmp_path, capsys):
   assert spec.root.input_definitions.parameters['data_root'].default_value.string_value == (
       's3://bucket/spans')
   assert '--runner=FlinkRunner' in list(_container(spec, 'Trainer')['args'])
+
+
+def test_compile_all_writes_both_pipelines_each_with_its_own_parameters(tmp_path, capsys):
+  code, out, err = _main(capsys, 'compile', '--target', 'kfp', '--root', ROOT, '--out',
+                         str(tmp_path), '--param', 'schema_file=gs://b/schema.pbtxt', '--param',
+                         'model_version=42', '--metadata-service', 'grpc://mlmd.example:9090')
+  assert code == 0, err
+  training = kubeflow.load_pipeline_spec(str(tmp_path / 'loopline-training' / 'pipeline.yaml'))
+  monitoring = kubeflow.load_pipeline_spec(
+      str(tmp_path / 'loopline-monitoring' / 'pipeline.yaml'))
+  assert set(training.root.input_definitions.parameters) == {'data_root', 'schema_file'}
+  assert set(monitoring.root.input_definitions.parameters) == {'model_version', 'schema_file'}
+  for spec in (training, monitoring):
+    assert spec.root.input_definitions.parameters[
+        'schema_file'].default_value.string_value == 'gs://b/schema.pbtxt'
+  assert monitoring.root.input_definitions.parameters[
+      'model_version'].default_value.number_value == 42
+  assert monitoring.root.dag.tasks['TrainingBaselineResolver'].inputs.parameters[
+      'metadata_url'].runtime_value.constant.string_value == 'grpc://mlmd.example:9090'
+  assert f'pipeline root {ROOT}/monitoring_root' in out
 
 
 def test_compile_writes_under_the_home_by_default(tmp_path, capsys):
@@ -392,6 +511,10 @@ def test_compile_writes_under_the_home_by_default(tmp_path, capsys):
     (['--target', 'kfp', '--beam-args-file', '/nonexistent/beam.args'],
      "cannot read Beam args file '/nonexistent/beam.args'"),
     (['--target', 'kfp', '--min-auc', '1.5'], 'min_auc must be within'),
+    (['--target', 'kfp', '--metadata-service', 'sqlite:///tmp/m.sqlite'], 'not a local file'),
+    (['--target', 'kfp', '--metadata-service', 'grpc://mlmd'], 'must look like grpc://HOST:PORT'),
+    (['--target', 'kfp', '--pipeline', 'monitoring', '--param', 'data_root=gs://b/s'],
+     "unknown runtime parameter 'data_root': monitoring takes model_version, schema_file"),
 ])
 def test_compile_bad_input(tmp_path, capsys, argv, message):
   if '--root' not in argv:

@@ -16,6 +16,11 @@ schema's SERVING environment: a schema break (a renamed field, a number sent as 
 anomaly and a `critical` verdict with `schema_break=1`, never a crash. Below the policy's minimum
 window size: `insufficient_data`.
 
+In a pipeline compiled for a cluster, where nothing can be resolved at build time, the baseline
+comes instead as one `baseline` input: TrainingBaselineResolver's manifest of the same four
+artifacts, resolved by the same lineage walk at run time (components/baseline_resolver). Give
+either `baseline_examples` (with the optional statistics, model, pushed model) or `baseline`.
+
 Traffic of several versions in one window (stable + canary): only rows answered by the baseline's
 version are assessed (the `pushed_model` input's `pushed_version`, or `model_version`); the others
 are counted in the report. Use one DriftDetector per served version, each with its own baseline.
@@ -38,6 +43,9 @@ Example:
       model=importers['model'].outputs['result'],
       pushed_model=importers['pushed_model'].outputs['result'],
       policy=DriftPolicy())
+  # or, resolved at run time:
+  detector = DriftDetector(examples=..., statistics=..., schema=...,
+                           baseline=baseline_resolver.outputs['baseline'])
 """
 from typing import Optional
 
@@ -57,16 +65,26 @@ class DriftDetector(base_component.BaseComponent):
   SPEC_CLASS = spec.DriftDetectorSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, examples: types.BaseChannel, baseline_examples: types.BaseChannel,
-               schema: types.BaseChannel, statistics: Optional[types.BaseChannel] = None,
+  def __init__(self, examples: types.BaseChannel, schema: types.BaseChannel,
+               baseline_examples: Optional[types.BaseChannel] = None,
+               statistics: Optional[types.BaseChannel] = None,
                baseline_statistics: Optional[types.BaseChannel] = None,
                model: Optional[types.BaseChannel] = None,
                pushed_model: Optional[types.BaseChannel] = None,
+               baseline: Optional[types.BaseChannel] = None,
                policy: Optional[policy_lib.DriftPolicy] = None,
                model_version: Optional[int] = None,
                serving_split: str = spec.DEFAULT_SERVING_SPLIT,
                baseline_split: str = spec.DEFAULT_BASELINE_SPLIT,
                prediction_split: str = spec.DEFAULT_PREDICTION_SPLIT):
+    if (baseline is None) == (baseline_examples is None):
+      raise ValueError('DriftDetector needs its baseline either as `baseline_examples` (and the '
+                       'optional statistics, model, pushed model) or as `baseline` (a '
+                       'TrainingBaselineResolver output): give exactly one of the two')
+    if baseline is not None and any(c is not None for c in (baseline_statistics, model,
+                                                             pushed_model)):
+      raise ValueError('DriftDetector: `baseline` already names the statistics, model and '
+                       'pushed model; do not pass them too')
     super().__init__(spec=spec.DriftDetectorSpec(
         examples=examples,
         statistics=statistics,
@@ -75,6 +93,7 @@ class DriftDetector(base_component.BaseComponent):
         schema=schema,
         model=model,
         pushed_model=pushed_model,
+        baseline=baseline,
         drift_policy=(policy or policy_lib.DriftPolicy()).to_json(),
         model_version=model_version,
         serving_split=serving_split,

@@ -32,9 +32,11 @@ from tfx import types
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from components.baseline_resolver import manifest as manifest_lib
 from components.data_gate import policy as gate_policy
 from components.drift_detector import columns as columns_lib
 from components.drift_detector import drift
@@ -366,6 +368,42 @@ def pushed_version_of(pushed_model: Optional[types.Artifact]) -> Optional[int]:
     return None
 
 
+@dataclasses.dataclass
+class BaselineInputs:
+  """The baseline artifacts, from the Importer channels or from a resolver's manifest."""
+  examples: types.Artifact
+  statistics: Optional[types.Artifact]
+  model: Optional[types.Artifact]
+  pushed_version: Optional[int]
+
+
+def _artifact(artifact_type, uri: str, splits: Optional[Sequence[str]] = None) -> types.Artifact:
+  artifact = artifact_type()
+  artifact.uri = uri
+  if splits is not None:
+    artifact.split_names = artifact_utils.encode_split_names(list(splits))
+  return artifact
+
+
+def baseline_inputs(input_dict: Dict[str, List[types.Artifact]]) -> BaselineInputs:
+  """The baseline as artifacts, whichever way it came (see the component's docstring)."""
+  manifest_artifact = _optional(input_dict, spec.BASELINE_KEY)
+  if manifest_artifact is None:
+    return BaselineInputs(
+        examples=artifact_utils.get_single_instance(input_dict[spec.BASELINE_EXAMPLES_KEY]),
+        statistics=_optional(input_dict, spec.BASELINE_STATISTICS_KEY),
+        model=_optional(input_dict, spec.MODEL_KEY),
+        pushed_version=pushed_version_of(_optional(input_dict, spec.PUSHED_MODEL_KEY)))
+  manifest = manifest_lib.read(manifest_artifact.uri)
+  return BaselineInputs(
+      examples=_artifact(standard_artifacts.Examples, manifest.examples_uri,
+                         manifest.examples_splits),
+      statistics=_artifact(standard_artifacts.ExampleStatistics, manifest.statistics_uri,
+                           manifest.statistics_splits),
+      model=_artifact(standard_artifacts.Model, manifest.model_uri),
+      pushed_version=manifest.model_version)
+
+
 class Executor(base_executor.BaseExecutor):
   """Measures drift of the serving window against its baseline (see module docstring)."""
 
@@ -378,17 +416,16 @@ class Executor(base_executor.BaseExecutor):
     prediction_split = (exec_properties.get(spec.PREDICTION_SPLIT_KEY) or
                         spec.DEFAULT_PREDICTION_SPLIT)
     examples = artifact_utils.get_single_instance(input_dict[spec.EXAMPLES_KEY])
-    baseline_examples = artifact_utils.get_single_instance(input_dict[spec.BASELINE_EXAMPLES_KEY])
     schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(
         artifact_utils.get_single_uri(input_dict[spec.SCHEMA_KEY])))
-    model = _optional(input_dict, spec.MODEL_KEY)
-    pushed_model = _optional(input_dict, spec.PUSHED_MODEL_KEY)
     statistics = _optional(input_dict, spec.STATISTICS_KEY)
-    baseline_statistics = _optional(input_dict, spec.BASELINE_STATISTICS_KEY)
+    baseline_in = baseline_inputs(input_dict)
+    baseline_examples, baseline_statistics, model = (baseline_in.examples, baseline_in.statistics,
+                                                     baseline_in.model)
 
     model_version = exec_properties.get(spec.MODEL_VERSION_KEY)
     if model_version is None:
-      model_version = pushed_version_of(pushed_model)
+      model_version = baseline_in.pushed_version
     baseline_rows = read_split(baseline_examples.uri, baseline_split)
     predictions = None
     if model is not None and policy.prediction_drift:
@@ -406,7 +443,7 @@ class Executor(base_executor.BaseExecutor):
         baseline_info={'examples_uri': baseline_examples.uri,
                        'statistics_uri': baseline_statistics.uri if baseline_statistics else None,
                        'model_uri': model.uri if model else None,
-                       'pushed_version': pushed_version_of(pushed_model)})
+                       'pushed_version': baseline_in.pushed_version})
     write_outputs(outcome, artifact_utils.get_single_instance(output_dict[spec.ANOMALIES_KEY]),
                   artifact_utils.get_single_instance(output_dict[spec.REPORT_KEY]),
                   model_version, serving_split)

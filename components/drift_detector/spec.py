@@ -3,14 +3,20 @@ from tfx import types
 from tfx.types import component_spec
 from tfx.types import standard_artifacts
 
+from components.baseline_resolver import spec as baseline_spec
+
 # Inputs.
 EXAMPLES_KEY = 'examples'                      # the serving window (ServingLogExampleGen)
 STATISTICS_KEY = 'statistics'                  # optional: StatisticsGen over the window
+# The baseline, either as the artifacts themselves (Importers of the lineage-resolved artifacts,
+# the local pipeline) or as one manifest resolved at run time (TrainingBaselineResolver, the
+# cluster pipelines): exactly one of `baseline_examples` and `baseline`.
 BASELINE_EXAMPLES_KEY = 'baseline_examples'    # the raw training Examples of the served model
 BASELINE_STATISTICS_KEY = 'baseline_statistics'  # optional: their StatisticsGen output
-SCHEMA_KEY = 'schema'
 MODEL_KEY = 'model'                            # optional: predictions on baseline rows
 PUSHED_MODEL_KEY = 'pushed_model'              # optional: which version's traffic to assess
+BASELINE_KEY = 'baseline'                      # LooplineTrainingBaseline: all of the above
+SCHEMA_KEY = 'schema'
 # Parameters.
 DRIFT_POLICY_KEY = 'drift_policy'              # DriftPolicy JSON (policy.py)
 MODEL_VERSION_KEY = 'model_version'            # overrides the pushed model's version
@@ -54,13 +60,16 @@ class DriftDetectorSpec(types.ComponentSpec):
       EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
       STATISTICS_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.ExampleStatistics, optional=True),
-      BASELINE_EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+      BASELINE_EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples,
+                                                             optional=True),
       BASELINE_STATISTICS_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.ExampleStatistics, optional=True),
       SCHEMA_KEY: component_spec.ChannelParameter(type=standard_artifacts.Schema),
       MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model, optional=True),
       PUSHED_MODEL_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.PushedModel, optional=True),
+      BASELINE_KEY: component_spec.ChannelParameter(type=baseline_spec.TrainingBaseline,
+                                                    optional=True),
   }
   OUTPUTS = {
       ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies),

@@ -8,6 +8,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.baseline_resolver import manifest as manifest_lib
 from components.realized_metrics import spec
 
 
@@ -30,7 +31,11 @@ class Executor(base_executor.BaseExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     evaluation = artifact_utils.get_single_instance(input_dict[spec.EVALUATION_KEY])
     output = artifact_utils.get_single_instance(output_dict[spec.METRICS_KEY])
-    version = int(exec_properties[spec.MODEL_VERSION_KEY])
+    if input_dict.get(spec.BASELINE_KEY):
+      version = manifest_lib.read(
+          artifact_utils.get_single_uri(input_dict[spec.BASELINE_KEY])).model_version
+    else:
+      version = int(exec_properties[spec.MODEL_VERSION_KEY])
     metrics = version_metrics(evaluation.uri, version) or {'example_count': 0.0}
     below = 'auc' in metrics and metrics['auc'] < float(exec_properties[spec.MIN_AUC_KEY])
     output.set_string_custom_property('model_name', exec_properties[spec.MODEL_NAME_KEY])

@@ -3,10 +3,13 @@ from tfx import types
 from tfx.types import component_spec
 from tfx.types import standard_artifacts
 
+from components.baseline_resolver import spec as baseline_spec
+
 EVALUATION_KEY = 'evaluation'
 METRICS_KEY = 'realized_metrics'
 MODEL_NAME_KEY = 'model_name'
-MODEL_VERSION_KEY = 'model_version'
+MODEL_VERSION_KEY = 'model_version'   # the version, or:
+BASELINE_KEY = 'baseline'             # a TrainingBaselineResolver output naming it (at run time)
 MIN_AUC_KEY = 'min_auc'
 SLICE_FEATURE = 'model_version'
 METRICS_FILE = 'realized_metrics.json'
@@ -25,11 +28,13 @@ class RealizedMetricsArtifact(types.Artifact):
 class RealizedMetricsSpec(types.ComponentSpec):
   PARAMETERS = {
       MODEL_NAME_KEY: component_spec.ExecutionParameter(type=str),
-      MODEL_VERSION_KEY: component_spec.ExecutionParameter(type=int),
+      MODEL_VERSION_KEY: component_spec.ExecutionParameter(type=int, optional=True),
       MIN_AUC_KEY: component_spec.ExecutionParameter(type=float),
   }
   INPUTS = {
       EVALUATION_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),
+      BASELINE_KEY: component_spec.ChannelParameter(type=baseline_spec.TrainingBaseline,
+                                                    optional=True),
   }
   OUTPUTS = {
       METRICS_KEY: component_spec.ChannelParameter(type=RealizedMetricsArtifact),

@@ -16,6 +16,8 @@ from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_REST_PORT, 
 from serving.routing import parse_weights
 
 HASH_KEY_ENV_VAR = 'LOOPLINE_LOG_HASH_KEY'
+# The registry's models.config (<home>/serving/models.config) is re-read this often by default.
+REGISTRY_CONFIG_POLL_SECONDS = 1.0
 
 
 def _canary(spec: str) -> tuple[str, dict[str, float]]:
@@ -38,9 +40,12 @@ def _rate(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser):
   models = parser.add_argument_group('models (TF Serving flags)')
   models.add_argument('--model-config-file', help='TF Serving models.config (text '
-                      'ModelServerConfig). Default: serve --model-name from --model-base-path.')
-  models.add_argument('--model-config-file-poll-wait-seconds', type=float, default=0.0,
-                      help='Re-read the config file this often (0: read once).')
+                      'ModelServerConfig). Default: <home>/serving/models.config when it exists '
+                      '(the registry writes it: versions and labels), else --model-name from '
+                      '--model-base-path.')
+  models.add_argument('--model-config-file-poll-wait-seconds', type=float,
+                      help='Re-read the config file this often (0: read once). Default: 0 for '
+                      'an explicit file, 1 for the registry\'s, so promotions apply live.')
   models.add_argument('--model-name', default=home_lib.MODEL_NAME)
   models.add_argument('--model-base-path',
                       help='Default: <home>/serving/<model-name> (where the Pusher pushes).')
@@ -97,7 +102,14 @@ def config_from_args(args) -> ServerConfig:
   model_root = None if args.allow_any_base_path else os.path.abspath(args.model_root or
                                                                      serving_dir)
   model_config = None
-  if not args.model_config_file and args.mode == 'embedded':
+  model_config_file = args.model_config_file
+  poll_seconds = args.model_config_file_poll_wait_seconds
+  registry_config = home_lib.serving_config_path(home)
+  if (not model_config_file and not args.model_base_path and args.mode == 'embedded' and
+      os.path.isfile(registry_config)):
+    model_config_file = registry_config
+    poll_seconds = REGISTRY_CONFIG_POLL_SECONDS if poll_seconds is None else poll_seconds
+  if not model_config_file and args.mode == 'embedded':
     base_path = args.model_base_path or os.path.join(serving_dir, args.model_name)
     model_config = single_model_proto(args.model_name, os.path.abspath(base_path))
   hash_key = b''
@@ -109,8 +121,8 @@ def config_from_args(args) -> ServerConfig:
   return ServerConfig(
       mode=args.mode,
       model_config=model_config,
-      model_config_file=args.model_config_file,
-      model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+      model_config_file=model_config_file,
+      model_config_file_poll_wait_seconds=poll_seconds or 0.0,
       file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
       model_root=model_root,
       upstream_grpc=args.upstream,

@@ -43,6 +43,30 @@ def test_defaults_follow_the_home_layout_and_loopback_ports(tmp_path):
   assert config.batching.enabled and args.func is cli.serve
 
 
+def test_the_registry_models_config_is_the_default_when_it_exists(tmp_path):
+  registry_file = tmp_path / 'serving' / 'models.config'
+  registry_file.parent.mkdir()
+  registry_file.write_text('model_config_list { config { name: "big_tipper" base_path: '
+                           f'"{tmp_path}/serving/big_tipper" model_platform: "tensorflow" }} }}')
+  config = cli.config_from_args(parse(home=tmp_path))
+  assert config.model_config is None
+  assert config.model_config_file == str(registry_file)
+  assert config.model_config_file_poll_wait_seconds == cli.REGISTRY_CONFIG_POLL_SECONDS
+  assert cli.config_from_args(parse('--model-config-file-poll-wait-seconds', '0', home=tmp_path)
+                              ).model_config_file_poll_wait_seconds == 0.0
+  # An explicit choice wins: another file (read once unless asked), or a base path.
+  other = tmp_path / 'other.config'
+  other.write_text(registry_file.read_text())
+  explicit = cli.config_from_args(parse('--model-config-file', str(other), home=tmp_path))
+  assert (explicit.model_config_file, explicit.model_config_file_poll_wait_seconds) == (
+      str(other), 0.0)
+  by_path = cli.config_from_args(parse('--model-base-path', str(tmp_path / 'serving' / 'm'),
+                                       home=tmp_path))
+  assert by_path.model_config_file is None
+  assert by_path.model_config.model_config_list.config[0].base_path == str(
+      tmp_path / 'serving' / 'm')
+
+
 def test_cli_options_reach_the_config(tmp_path):
   key_file = tmp_path / 'key'
   key_file.write_bytes(b'k' * 32)

@@ -22,6 +22,7 @@ setuptools.setup(
         'tensorflow-serving-api==2.16.1',
         'grpcio',
         'grpcio-health-checking',
+        'uvloop',
         'google-crc32c',
         'keras-tuner',
         'scikit-learn',

@@ -64,6 +64,7 @@ class EmbeddedBackend:
     self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix='model')
     self._batchers: dict[tuple, tuple[object, DynamicBatcher]] = {}
     self._queued_rows = 0
+    metrics.gauge(metrics_lib.QUEUE_DEPTH, lambda: self._queued_rows)
 
   async def start(self):
     """Load the configured models (waiting for them), then keep polling in the background."""
@@ -85,7 +86,6 @@ class EmbeddedBackend:
 
   def _queue_depth(self, delta: int):
     self._queued_rows += delta
-    self._metrics.set(metrics_lib.QUEUE_DEPTH, self._queued_rows)
 
   def _batcher(self, servable, signature: Signature) -> DynamicBatcher:
     key = (servable.name, servable.version, signature.name)

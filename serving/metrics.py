@@ -5,6 +5,7 @@ TF Serving: `:tensorflow:serving:request_count{model_name,status}` and
 successful requests only). Ours: batch sizes, batch queue depth, request log records written and
 dropped, loaded versions.
 """
+import bisect
 import threading
 
 REQUEST_COUNT = ':tensorflow:serving:request_count'
@@ -55,10 +56,9 @@ class _Histogram:
   def observe(self, value: float):
     self.total += 1
     self.sum += value
-    for i, bound in enumerate(self.buckets):
-      if value <= bound:
-        self.counts[i] += 1
-        break
+    i = bisect.bisect_left(self.buckets, value)   # the first bound >= value
+    if i < len(self.buckets):
+      self.counts[i] += 1
 
 
 class Metrics:
@@ -68,6 +68,12 @@ class Metrics:
     self._lock = threading.Lock()
     self._values: dict[tuple, float] = {}
     self._histograms: dict[tuple, _Histogram] = {}
+    self._gauges: dict[str, object] = {}
+
+  def gauge(self, name: str, read) -> None:
+    """A gauge read (`read()`, no labels) when the metrics are rendered, not on every change."""
+    with self._lock:
+      self._gauges[name] = read
 
   def inc(self, name: str, amount: float = 1, **labels):
     key = (name, tuple(sorted(labels.items())))
@@ -93,7 +99,11 @@ class Metrics:
   def render(self) -> str:
     """The Prometheus text format (version 0.0.4)."""
     with self._lock:
-      values = sorted(self._values.items())
+      gauges = list(self._gauges.items())
+    values = {(name, ()): read() for name, read in gauges}
+    with self._lock:
+      values.update(self._values)
+      values = sorted(values.items())
       histograms = sorted(self._histograms.items(), key=lambda item: item[0])
       snapshot = [(k, h.buckets, list(h.counts), h.total, h.sum) for k, h in histograms]
     lines, announced = [], set()

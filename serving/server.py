@@ -1,12 +1,15 @@
 """Assembles backend, request logger, service, REST and gRPC fronts into one server.
 
-`ModelServer` runs inside an asyncio loop; `run(config)` is the blocking entry point of the CLI
+`ModelServer` runs inside an asyncio loop (uvloop's: the same API, a fraction of the per-request
+cost of the standard loop in the REST hot path); `run(config)` is the blocking entry point of the CLI
 (clean shutdown on SIGTERM / SIGINT); `ServerThread` runs a server in a background thread for tests
 and the benchmark.
 """
 import asyncio
 import signal
 import threading
+
+import uvloop
 
 from serving import metrics as metrics_lib
 from serving.backend import EmbeddedBackend, UpstreamBackend
@@ -97,7 +100,7 @@ def run(config: ServerConfig, announce=print) -> None:
     await server.stop()
     announce('Stopped.')
 
-  asyncio.run(main())
+  uvloop.run(main())
 
 
 class ServerThread:
@@ -105,7 +108,7 @@ class ServerThread:
 
   def __init__(self, config: ServerConfig):
     self.server = ModelServer(config)
-    self._loop = asyncio.new_event_loop()
+    self._loop = uvloop.new_event_loop()
     self._thread = threading.Thread(target=self._loop.run_forever, name='model-server',
                                     daemon=True)
 

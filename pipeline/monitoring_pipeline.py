@@ -15,7 +15,8 @@ the logs while it is built: one version is monitored, the `model_version` of the
 TrainingBaselineResolver (a runtime parameter; 0, the default, is the latest push), whose
 baseline that component resolves through the same lineage walk at run time; the window is not
 fingerprinted (the cluster's ServingLogExampleGen task is never cached), and realized
-performance is always evaluated (run it once ground truth has arrived).
+performance is always evaluated (on no labelled row yet, TFMA returns no slice and RealizedMetrics
+records 0 examples).
 """
 import os
 from typing import Dict, List, Optional

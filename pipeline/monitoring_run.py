@@ -26,17 +26,30 @@ def monitor(config: PipelineConfig, window_start: Optional[int] = None,
 
 
 def collect(config: PipelineConfig) -> Dict[str, Any]:
-  """The latest monitoring run: window counts, drift verdict and realized metrics per version.
-
-  `retrain` is True when a version's verdict is critical (not a schema break, which retraining
-  cannot fix) or its realized AUC is below the threshold.
-  """
+  """The latest monitoring run: window counts, drift verdict and realized metrics per version
+  (see summarize)."""
   store = mq.open_pipeline_store(config)
   run = mq.latest_run(store, config.monitoring_pipeline_name)
   if run is None:
     raise LookupError(f'no run of {config.monitoring_pipeline_name!r} in ML Metadata')
-  records = {r.node_id: r for r in mq.execution_records(store, run)}
-  window = records['ServingLogExampleGen'].outputs['examples'][0]
+  return summarize(store, run)
+
+
+def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = None
+              ) -> Dict[str, Any]:
+  """One monitoring run (a `pipeline_run` context): window counts, drift verdict and realized
+  metrics per version. `records`: the run's execution records by node id, if already read.
+
+  `retrain` is True when a version's verdict is critical (not a schema break, which retraining
+  cannot fix) or its realized AUC is below the threshold.
+  """
+  if records is None:
+    records = {r.node_id: r for r in mq.execution_records(store, run)}
+  log_gen = records.get('ServingLogExampleGen')
+  if log_gen is None or not log_gen.outputs.get('examples'):
+    raise LookupError(f'monitoring run {run.name} has no serving window (no output of '
+                      f'ServingLogExampleGen; nodes: {", ".join(sorted(records)) or "none"})')
+  window = log_gen.outputs['examples'][0]
   summary: Dict[str, Any] = {
       'run_id': run.name,
       'examples_uri': window.uri,
@@ -50,27 +63,42 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'versions': {},
   }
   for node_id, record in sorted(records.items()):
-    if node_id.startswith(DRIFT_PREFIX):
-      report = record.outputs['report'][0]
-      summary['versions'].setdefault(node_id[len(DRIFT_PREFIX):], {}).update({
+    report = (record.outputs.get('report') or [None])[0]
+    metrics = (record.outputs.get('realized_metrics') or [None])[0]
+    if report is not None and (version := node_version(node_id, DRIFT_PREFIX, report)):
+      summary['versions'].setdefault(version, {}).update({
           'verdict': mq.custom_property(report, 'verdict'),
           'drifted_features': mq.custom_property(report, 'drifted_features') or '',
           'critical_features': mq.custom_property(report, 'critical_features') or '',
           'schema_break': bool(mq.custom_property(report, 'schema_break')),
           'rows': mq.custom_property(report, 'num_rows'),
           'report_html': os.path.join(report.uri, 'drift.html'),
+          'drift_node': node_id,
       })
-    elif node_id.startswith(REALIZED_PREFIX):
-      metrics = record.outputs['realized_metrics'][0]
-      summary['versions'].setdefault(node_id[len(REALIZED_PREFIX):], {}).update({
+    elif metrics is not None and (version := node_version(node_id, REALIZED_PREFIX, metrics)):
+      summary['versions'].setdefault(version, {}).update({
           'realized': {name: mq.custom_property(metrics, name) for name in REALIZED_METRICS},
           'realized_below_threshold': bool(mq.custom_property(metrics, 'below_threshold')),
+          'realized_node': node_id,
       })
   summary['retrain'] = any(
       (v.get('verdict') == 'critical' and not v.get('schema_break')) or
       v.get('realized_below_threshold') for v in summary['versions'].values())
   summary['schema_break'] = any(v.get('schema_break') for v in summary['versions'].values())
   return summary
+
+
+def node_version(node_id: str, prefix: str, artifact) -> Optional[str]:
+  """The version a DriftDetector (prefix DRIFT_PREFIX) or RealizedMetrics (REALIZED_PREFIX)
+  output was measured for, None for another node. Nodes are `DriftDetector_<version>`, one per
+  served version, or `DriftDetector` alone in the pipeline built for a cluster (the version is
+  resolved at run time); the output's `model_version` property says which, else the node id."""
+  if not (node_id.startswith(prefix) or node_id == prefix.rstrip('_')):
+    return None
+  version = mq.custom_property(artifact, 'model_version')
+  if isinstance(version, int) and version >= 0:
+    return str(version)
+  return node_id[len(prefix):] or '?'
 
 
 def format_monitoring(summary: Dict[str, Any]) -> str:

@@ -24,3 +24,40 @@ def test_a_schema_break_is_not_a_reason_to_retrain():
   text = monitoring_run.format_monitoring(summary)
   assert 'drift critical (schema break)' in text and 'critical: company' in text
   assert 'fix the producer' in text
+
+
+def test_a_run_without_a_serving_window_is_named():
+  """A monitoring run whose ServingLogExampleGen produced nothing (it failed): a LookupError
+  naming the run and the nodes it has, not a KeyError."""
+  import pytest
+  from ml_metadata.metadata_store import metadata_store
+  from ml_metadata.proto import metadata_store_pb2
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.fake_database.SetInParent()
+  store = metadata_store.MetadataStore(connection)
+  run_type = store.put_context_type(metadata_store_pb2.ContextType(name='pipeline_run'))
+  [run_id] = store.put_contexts([metadata_store_pb2.Context(type_id=run_type, name='run-7')])
+  run = store.get_contexts_by_id([run_id])[0]
+  with pytest.raises(LookupError, match=r'monitoring run run-7 has no serving window \(no '
+                                        r'output of ServingLogExampleGen; nodes: none\)'):
+    monitoring_run.summarize(store, run)
+
+
+def test_the_version_of_a_monitoring_node():
+  """Per-version nodes (`DriftDetector_7`) and the cluster pipeline's single node, whose version
+  is known only from its output's `model_version` property."""
+  from ml_metadata.proto import metadata_store_pb2
+
+  def artifact(model_version=None):
+    result = metadata_store_pb2.Artifact()
+    if model_version is not None:
+      result.custom_properties['model_version'].int_value = model_version
+    return result
+  prefix = monitoring_run.DRIFT_PREFIX
+  assert monitoring_run.node_version('DriftDetector', prefix, artifact(42)) == '42'
+  assert monitoring_run.node_version('DriftDetector_7', prefix, artifact(-1)) == '7'
+  assert monitoring_run.node_version('DriftDetector_7', prefix, artifact(7)) == '7'
+  assert monitoring_run.node_version('RealizedMetrics', monitoring_run.REALIZED_PREFIX,
+                                     artifact(9)) == '9'
+  assert monitoring_run.node_version('StatisticsGen', prefix, artifact(3)) is None
+  assert monitoring_run.node_version('RealizedMetrics_7', prefix, artifact(7)) is None

@@ -10,7 +10,10 @@
     monitor: a critical alarm naming the shifted features
  5. the labelled serving window of the alarm becomes the next training span; retrain on it
  6. the new blessed model is pushed and staged as `canary` beside `stable`; the server picks the
-    label up without restart and answers part of the traffic with it
+    label up without restart and answers part of the traffic with it. That traffic (span 6, 2015
+    H2, which neither model trained on, with the same fare inflation) goes the same way as in 3
+    and 4: replay -> ground truth -> monitor, so the monitoring pipeline scores stable and canary
+    each on its own labelled requests (drift and realized metrics per version), side by side
  7. a summary, and one HTML report linking every stage's results
 
 The training spans live in `<home>/spans` (seeded from data/spans), so new spans never touch
@@ -34,6 +37,9 @@ from pipeline.config import PipelineConfig
 CLEAN_SPLIT = 'eval'
 DRIFT_SPANS = (7, 8)
 DRIFT_SCENARIO = 'fare_inflation'
+# Canary traffic: rows neither model trained on (the retrained one saw every replayed row of
+# spans 7-8 with its label), in the scenario the canary was retrained for.
+CANARY_SPANS = (6, 6)
 CANARY_WEIGHTS = 'stable=80,canary=20'
 LOG_FILE_AGE_SECONDS = 2
 
@@ -148,6 +154,8 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
   bundled_root = config.data_root
   home_spans = os.path.join(config.home, 'spans')
   seed_spans(bundled_root, home_spans, config.first_span, config.last_span)
+  for first, last in (DRIFT_SPANS, CANARY_SPANS):    # the traffic of stages 4 and 6, checked now
+    spans_lib.check_span_range(bundled_root, first, last)
   config = dataclasses.replace(config, data_root=home_spans)
   stages: List[Stage] = []
   results: Dict[str, Any] = {'stages': stages}
@@ -174,33 +182,41 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     stage('2. serve', f'REST 127.0.0.1:{server.rest_port}, gRPC 127.0.0.1:{server.grpc_port}; '
                       f'AVAILABLE: {", ".join(server.available_versions())}')
 
-    def replay_and_monitor(label: str, rows, scenario: str) -> Dict[str, Any]:
+    def replay_and_monitor(label: str, rows, scenario: str, seed: int = 0,
+                           describe: Optional[Callable[[Any, Dict[str, Any]], str]] = None):
+      """Replay -> ground truth -> monitoring pipeline on that window; records the stage.
+
+      Returns (replay result, monitoring summary). `describe(replayed, monitored)`: extra text
+      put first in the stage's text."""
       window_start = int(time.time())
       replayed = traffic_cli.run_replay(
           config.home, rows[:replay_limit] if replay_limit else rows, scenario, 'rest',
-          '127.0.0.1', server.rest_port, concurrency=8, rate=0.0, seed=0,
+          '127.0.0.1', server.rest_port, concurrency=8, rate=0.0, seed=seed,
           schema_path=config.schema_path)
       wait_for_finalized_logs(home_lib.request_log_dir(config.home))
       window_end = int(time.time()) + 1
       delivered = traffic_cli.deliver_feedback(config.home, replayed.replay_id)
       say(f'ground truth delivered: {delivered}')
       monitored = monitoring_run.monitor(config, window_start, window_end)
-      stage(label, f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}',
+      text = f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}'
+      if describe:
+        text = f'{describe(replayed, monitored)}\n{text}'
+      stage(label, text,
             **{f'drift report, version {v}': info['report_html']
                for v, info in monitored['versions'].items() if info.get('report_html')})
       time.sleep(1)       # the next window starts on a later second
-      return monitored
+      return replayed, monitored
 
     columns = _span_columns(home_spans)
     say(f'\n== 3. replay clean traffic (the {CLEAN_SPLIT} split of spans '
         f'{config.first_span}-{config.last_span}), feedback, monitor')
     clean_rows = feedback_span.read_labeled_rows(trained['examples_uri'], columns, CLEAN_SPLIT)
-    results['clean'] = replay_and_monitor('3. clean traffic', clean_rows, 'none')
+    _, results['clean'] = replay_and_monitor('3. clean traffic', clean_rows, 'none')
     say(f'\n== 4. replay drifted traffic (spans {DRIFT_SPANS[0]}-{DRIFT_SPANS[1]}, '
         f'{DRIFT_SCENARIO}), feedback, monitor')
     drift_rows = traffic_cli.load_rows(bundled_root, *DRIFT_SPANS)
-    results['drifted'] = drifted = replay_and_monitor('4. drifted traffic', drift_rows,
-                                                      DRIFT_SCENARIO)
+    _, drifted = replay_and_monitor('4. drifted traffic', drift_rows, DRIFT_SCENARIO)
+    results['drifted'] = drifted
     if not drifted['retrain']:
       raise LoopError('the drifted window raised no critical alarm: nothing triggers retraining')
 
@@ -218,20 +234,85 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
       raise LoopError('the retrained model was not pushed as a new version')
     results['canary_version'] = retrained['pushed_version']
 
-    say('\n== 6. serve the new version as canary')
+    say(f'\n== 6. serve the new version as canary; replay (span {CANARY_SPANS[0]}, '
+        f'{DRIFT_SCENARIO}), feedback, monitor stable and canary')
     server.wait_for_versions([str(trained['pushed_version']), str(retrained['pushed_version'])])
-    canary_traffic = traffic_cli.run_replay(
-        config.home, drift_rows[:400], DRIFT_SCENARIO, 'rest', '127.0.0.1', server.rest_port,
-        concurrency=8, rate=0.0, seed=1, schema_path=config.schema_path)
     results['server_status'] = server.status()
+    results['canary_labels'] = serving_labels(config)
+
+    def canary_text(replayed, monitored) -> str:
+      return (f'server status: {json.dumps(results["server_status"])}\n'
+              + format_canary_comparison(canary_comparison(monitored, results['canary_labels'],
+                                                           replayed.versions)))
+
+    canary_rows = traffic_cli.load_rows(bundled_root, *CANARY_SPANS)
+    canary_traffic, results['canary'] = replay_and_monitor(
+        '6. canary', canary_rows, DRIFT_SCENARIO, seed=1, describe=canary_text)
     results['canary_replay'] = dataclasses.asdict(canary_traffic)
-    stage('6. canary', f'server status: {json.dumps(results["server_status"])}\n'
-                       f'{canary_traffic.summary()}')
+    results['canary_comparison'] = canary_comparison(
+        results['canary'], results['canary_labels'], canary_traffic.versions)
   finally:
     server.stop()
   results['report'] = loop_report.write(config, stages)
   say(f'\nReport: {results["report"]}')
   return results
+
+
+def serving_labels(config: PipelineConfig) -> Dict[str, int]:
+  """{label: version} of the model in the home's models.config (as the registry wrote it)."""
+  from registry import serving_config
+  path = home_lib.serving_config_path(config.home)
+  return serving_config.labels(serving_config.parse(serving_config.read_text(path), path),
+                               config.model_name)
+
+
+LABEL_ORDER = ('stable', 'canary')
+
+
+def canary_comparison(monitored: Dict[str, Any], labels: Dict[str, int],
+                      answered: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
+  """One row per monitored version, stable first: label, requests answered (replay), logged and
+  labelled rows (monitoring window), realized AUC and accuracy, drift verdict."""
+  label_of = {str(version): label for label, version in labels.items()}
+  logged = dict(item.split(':') for item in (monitored.get('model_versions') or '').split(',')
+                if ':' in item)
+  rows = []
+  for version, info in monitored['versions'].items():
+    realized = info.get('realized') or {}
+    rows.append({
+        'version': version, 'label': label_of.get(version, '-'),
+        'answered': (answered or {}).get(version, 0), 'logged': int(logged.get(version, 0)),
+        'labelled': int(realized.get('example_count') or 0), 'auc': realized.get('auc'),
+        'accuracy': realized.get('binary_accuracy'), 'verdict': info.get('verdict'),
+        'critical_features': info.get('critical_features') or '',
+        'drifted_features': info.get('drifted_features') or ''})
+  order = {label: i for i, label in enumerate(LABEL_ORDER)}
+  return sorted(rows, key=lambda r: (order.get(r['label'], len(order)), r['version']))
+
+
+def format_canary_comparison(rows: List[Dict[str, Any]]) -> str:
+  """Canary vs stable side by side, each on its own labelled traffic of the same window."""
+  def number(value):
+    return 'n/a' if value is None else f'{value:.3f}'
+  lines = ['canary vs stable, each on its own labelled requests of this window:',
+           f'  {"label":<7} {"version":<11} {"answered":>8} {"logged":>7} {"labelled":>8} '
+           f'{"realized AUC":>12} {"accuracy":>8}  drift']
+  for row in rows:
+    critical = [f for f in row['critical_features'].split(',') if f]
+    warning = [f for f in row['drifted_features'].split(',') if f and f not in critical]
+    features = '; '.join(f'{name}: {",".join(names)}' for name, names in
+                         (('critical', critical), ('warning', warning)) if names)
+    lines.append(f'  {row["label"]:<7} {row["version"]:<11} {row["answered"]:>8} '
+                 f'{row["logged"]:>7} {row["labelled"]:>8} {number(row["auc"]):>12} '
+                 f'{number(row["accuracy"]):>8}  {row["verdict"]}'
+                 f'{" (" + features + ")" if features else ""}')
+  by_label = {row['label']: row for row in rows}
+  if by_label.get('stable', {}).get('auc') is not None and \
+      by_label.get('canary', {}).get('auc') is not None:
+    difference = by_label['canary']['auc'] - by_label['stable']['auc']
+    lines.append(f'  canary - stable realized AUC: {difference:+.3f} (a review input for '
+                 f'`loopline models promote`, not a decision)')
+  return '\n'.join(lines)
 
 
 def _span_columns(data_root: str) -> List[str]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small, deterministic sample of the bundled spans."""
+"""Shared fixtures: a small, deterministic sample of the bundled spans, a trained home, a home
+where the whole loop ran."""
 import csv
 import os
 import shutil
@@ -74,3 +75,36 @@ def trained_home(tmp_path_factory):
                                 data_root=sample_spans(str(base / 'spans')),
                                 first_span=1, last_span=2, min_auc=0.7)
   return config, cli.train(config)
+
+
+LOOP_SAMPLE = ((1, 4), (2, 4), (6, 4), (7, 1), (8, 1))   # (bundled span, keep every n-th row)
+
+
+def run_sample_loop(base: str, say=None):
+  """The whole loop (`loopline loop`) on a sample of the bundled spans under `base`: training
+  spans 1-2, span 6 (canary traffic, every 4th row), spans 7-8 (drifted traffic, every row).
+
+  Returns (PipelineConfig, the loop's results, its messages)."""
+  from pipeline import loop
+  from pipeline.config import PipelineConfig
+  data_root = os.path.join(base, 'spans')
+  for span, every in LOOP_SAMPLE:
+    header, rows = read_span(span)
+    write_span(data_root, span, header, rows[::every])
+  config = PipelineConfig.quick(os.path.join(base, 'home'), data_root=data_root, first_span=1,
+                                last_span=2, min_auc=0.7)
+  messages = []
+
+  def record(message):
+    messages.append(message)
+    if say:
+      say(message)
+  return config, loop.run_loop(config, say=record), messages
+
+
+@pytest.fixture(scope='session')
+def loop_results(tmp_path_factory):
+  """One run of the whole loop, shared read-only by the session (tests/test_loop_e2e.py and the
+  monitoring notebook's test): several minutes, so it runs once. Returns (PipelineConfig,
+  results, messages)."""
+  return run_sample_loop(str(tmp_path_factory.mktemp('loop')))

@@ -1,32 +1,18 @@
 """The whole loop end to end on a small sample: train -> serve -> clean traffic (no alarm) ->
 drifted traffic (critical alarm naming fare) -> the labelled window becomes a span -> retrain ->
-the new version is served as canary. Asserted through ML Metadata and the server's status."""
-import dataclasses
+the new version is served as canary, and its traffic is monitored like the rest: stable and
+canary each scored on their own labelled requests. Asserted through ML Metadata and the server's
+status. The loop runs once per session (`loop_results` in tests/conftest.py)."""
 import os
 
 import pytest
 
 from loopline import spans as spans_lib
+from loopline import traffic_cli
 from pipeline import loop
 from pipeline import metadata_queries as mq
-from pipeline.config import PipelineConfig
-from tests.conftest import read_span, write_span
 
 pytestmark = pytest.mark.timeout(1500)
-
-
-@pytest.fixture(scope='module')
-def loop_results(tmp_path_factory):
-  base = tmp_path_factory.mktemp('loop')
-  data_root = str(base / 'spans')
-  for span, every in ((1, 4), (2, 4), (6, 4), (7, 1), (8, 1)):
-    header, rows = read_span(span)
-    write_span(data_root, span, header, rows[::every])
-  config = PipelineConfig.quick(str(base / 'home'), data_root=data_root, first_span=1,
-                                last_span=2, min_auc=0.7)
-  messages = []
-  results = loop.run_loop(config, say=messages.append)
-  return config, results, messages
 
 
 def test_clean_traffic_raises_no_alarm(loop_results):
@@ -74,3 +60,54 @@ def test_the_report_links_every_stage(loop_results):
     assert stage in page
   assert 'drift.html' in page
   assert any('== 4.' in m for m in messages)
+  assert any('== 6.' in m for m in messages)
+
+
+
+def test_stable_and_canary_are_each_scored_on_their_own_labelled_traffic(loop_results):
+  config, results, _ = loop_results
+  first, canary = str(results['first_version']), str(results['canary_version'])
+  assert results['canary_labels'] == {'stable': int(first), 'canary': int(canary)}
+  monitored = results['canary']
+  # A new monitoring run, not one of the earlier windows.
+  assert len({results['clean']['run_id'], results['drifted']['run_id'],
+              monitored['run_id']}) == 3
+  store = mq.open_pipeline_store(config)
+  assert mq.latest_run(store, config.monitoring_pipeline_name).name == monitored['run_id']
+  assert set(monitored['versions']) == {first, canary}
+  answered = results['canary_replay']['versions']
+  logged = dict(item.split(':') for item in monitored['model_versions'].split(','))
+  for version in (first, canary):
+    info = monitored['versions'][version]
+    assert info['verdict'] in ('no_drift', 'warning', 'critical', 'insufficient_data')
+    assert os.path.exists(info['report_html'])
+    realized = info['realized']
+    # Every answered request was logged and got its ground truth, and each version is scored
+    # on exactly its own requests (not the window's total).
+    assert int(logged[version]) == answered[version] > 0
+    assert realized['example_count'] == answered[version]
+    assert 0.0 <= realized['auc'] <= 1.0
+  assert monitored['num_labeled'] == monitored['num_examples'] == sum(answered.values())
+  # 80/20 routing: stable answers most of the traffic.
+  assert answered[first] > answered[canary]
+  # The canary traffic is span 6, which neither model trained on (not a replay of stage 4).
+  assert results['canary_replay']['sent'] == len(traffic_cli.load_rows(config.data_root, 6, 6))
+  assert results['canary_replay']['scenario'] == loop.DRIFT_SCENARIO
+
+
+def test_the_canary_stage_shows_canary_and_stable_side_by_side(loop_results):
+  _, results, _ = loop_results
+  (stage,) = [s for s in results['stages'] if s.name == '6. canary']
+  rows = {row['label']: row for row in results['canary_comparison']}
+  assert [row['label'] for row in results['canary_comparison']] == ['stable', 'canary']
+  for label, version in (('stable', results['first_version']),
+                         ('canary', results['canary_version'])):
+    info = results['canary']['versions'][str(version)]
+    auc, count = info['realized']['auc'], int(info['realized']['example_count'])
+    assert rows[label]['auc'] == auc and rows[label]['labelled'] == count
+    (line,) = [l for l in stage.text.splitlines() if l.split()[:2] == [label, str(version)]]
+    assert f' {auc:.3f} ' in line and f' {count} ' in line, line
+  difference = rows['canary']['auc'] - rows['stable']['auc']
+  assert f'canary - stable realized AUC: {difference:+.3f}' in stage.text
+  assert stage.text.index('canary vs stable') < stage.text.index('Monitoring run ')
+  assert len([k for k in stage.links if k.startswith('drift report, version')]) == 2

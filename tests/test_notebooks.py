@@ -1,8 +1,10 @@
-"""The notebooks, executed headless (nbclient) against the artifacts of a small end-to-end run.
+"""The notebooks, executed headless (nbclient) against the artifacts of small end-to-end runs.
 
-Each notebook finds everything through ML Metadata of the run in `trained_home` (LOOPLINE_HOME);
-a cell that raises fails the test, and each notebook's SUMMARY line must report what the run
-really produced. The committed notebooks carry no outputs.
+Notebooks 1-3 find everything through ML Metadata of the training run in `trained_home`, notebook
+4 (monitoring) through ML Metadata of the home where the whole loop ran (`loop_results`, shared
+with tests/test_loop_e2e.py); LOOPLINE_HOME points at the home. A cell that raises fails the
+test, and each notebook's SUMMARY line must report what the run really produced. The committed
+notebooks carry no outputs.
 """
 import glob
 import os
@@ -17,7 +19,8 @@ from tests.conftest import NOTEBOOKS_DIR, import_loopline_nb
 
 pytestmark = pytest.mark.timeout(900)
 
-NOTEBOOKS = ('01_data.ipynb', '02_model_analysis.ipynb', '03_lineage.ipynb')
+NOTEBOOKS = ('01_data.ipynb', '02_model_analysis.ipynb', '03_lineage.ipynb',
+             '04_monitoring.ipynb')
 
 
 def execute(name, env):
@@ -55,7 +58,8 @@ def _display_types(book):
 def home_env(trained_home):
   config, summary = trained_home
   return config, summary, {'LOOPLINE_HOME': config.home, 'LOOPLINE_RUN_ID': '',
-                           'LOOPLINE_MLMD_URL': '', 'LOOPLINE_MODEL_VERSION': ''}
+                           'LOOPLINE_MLMD_URL': '', 'LOOPLINE_MODEL_VERSION': '',
+                           'LOOPLINE_MONITORING_RUN_ID': ''}
 
 
 def test_committed_notebooks_have_no_outputs():
@@ -114,7 +118,6 @@ def test_lineage_notebook(home_env):
   assert f'spans 1-2 (versions 1:1,2:1) from {config.data_root}' in text
 
 
-
 def test_a_run_by_id_and_an_unknown_run(home_env, monkeypatch):
   config, summary, env = home_env
   nb = import_loopline_nb()
@@ -170,3 +173,106 @@ def test_model_analysis_compares_with_the_baseline(second_run):
   assert (f"baseline model #{baseline.id} (the Evaluator's baseline): AUC "
           f'{first["overall"]["auc"]:.3f} -> {second["overall"]["auc"]:.3f}') in line
   assert ('BLESSED' if second.get('blessed') else 'NOT BLESSED') in line
+
+
+# --- 4. monitoring, on the home where the whole loop ran ----------------------------------------
+
+def _verdicts(summary, order):
+  return ','.join(f'{v}:{summary["versions"][v]["verdict"]}' for v in order
+                  if v in summary['versions'])
+
+
+@pytest.mark.timeout(2400)        # the loop itself, when this test is the first to need it
+def test_monitoring_notebook(loop_results):
+  import registry.checks
+  config, results, _ = loop_results
+  stable, canary = str(results['first_version']), str(results['canary_version'])
+  book, text = execute('04_monitoring.ipynb', {
+      'LOOPLINE_HOME': config.home, 'LOOPLINE_RUN_ID': '', 'LOOPLINE_MLMD_URL': '',
+      'LOOPLINE_MONITORING_RUN_ID': ''})
+  line = summary_line(text, 'monitoring')
+  latest = results['canary']
+  store = mq.open_pipeline_store(config)
+  runs = [r.name for r in mq.run_contexts(store, config.monitoring_pipeline_name)]
+  assert runs == [results['clean']['run_id'], results['drifted']['run_id'], latest['run_id']]
+  assert line.startswith(f'run {latest["run_id"]}; 3 runs; ')
+  # Every run's verdicts, oldest first, stable before canary: clean, drifted, canary window.
+  verdicts = ' | '.join(_verdicts(results[key], (stable, canary))
+                        for key in ('clean', 'drifted', 'canary'))
+  assert f'; verdicts {verdicts};' in line
+  assert f' | {stable}:critical | {stable}:' in verdicts       # the drifted window's alarm
+  other_windows = latest['skipped'].get('labels_outside_window', 0)
+  # Ground truth of the two earlier replays is in the feedback directory too: counted, not used.
+  assert other_windows == results['clean']['num_examples'] + results['drifted']['num_examples']
+  unusable = sum(latest['skipped'].values()) - other_windows
+  assert (f'; window {latest["num_examples"]} logged, {latest["num_labeled"]} labelled '
+          f'({other_windows} labels of other windows, {unusable} records or labels '
+          f'unusable);') in line
+  # Each version's realized AUC on its own labelled requests, as the registry reads them from
+  # MLMD (the newest RealizedMetrics per version: this window's).
+  realized = registry.checks.realized_metrics(store, config.model_name)
+  parts = []
+  for version, label in ((stable, 'stable'), (canary, 'canary')):
+    info = latest['versions'][version]['realized']
+    assert realized[int(version)]['auc'] == pytest.approx(info['auc'])
+    assert 0 < info['example_count'] == results['canary_replay']['versions'][version]
+    parts.append(f'version {version} ({label}) AUC {info["auc"]:.3f} on '
+                 f'{int(info["example_count"])}')
+  assert line.endswith('; ' + ', '.join(parts)), line
+  # The review's parts ran: history, per-version drift, realized, feedback.
+  assert f'run 2 ({results["drifted"]["run_id"]}): version {stable} (stable) critical' in text
+  assert f'drift report of version {canary} (canary): ' in text
+  assert 'canary - stable realized AUC: ' in text
+  assert 'version labels from the registry at the time of the run' in text
+  assert 'labels outside window' in text and 'payment_type: ' in text
+  assert {'image/png', 'text/html'} <= _display_types(book)
+
+
+def test_monitoring_helpers_read_any_run_by_id(loop_results, monkeypatch):
+  config, results, _ = loop_results
+  nb = import_loopline_nb()
+  monkeypatch.setenv('LOOPLINE_HOME', config.home)
+  monkeypatch.delenv('LOOPLINE_MLMD_URL', raising=False)
+  monkeypatch.setenv('LOOPLINE_MONITORING_RUN_ID', results['drifted']['run_id'])
+  run = nb.open_monitoring_run()
+  summary = nb.monitoring_summary(run)
+  stable = str(results['first_version'])
+  assert summary['run_id'] == results['drifted']['run_id']
+  assert set(summary['versions']) == {stable}
+  assert summary['versions'][stable]['label'] == 'stable'   # before the canary was staged
+  assert summary['versions'][stable]['verdict'] == 'critical'
+  report = nb.drift_report(run, stable)
+  worst = nb.worst_measure(report)
+  assert worst['status'] == 'critical' and worst['ratio'] >= 1.0
+  assert 'fare' in set(nb.measures_table(report).query('status == "critical"').measure)
+  # The latest run labels both versions as the registry had them then.
+  latest = nb.monitoring_summary(nb.open_monitoring_run(results['canary']['run_id']))
+  assert {v: i['label'] for v, i in latest['versions'].items()} == {
+      stable: 'stable', str(results['canary_version']): 'canary'}
+
+
+def test_monitoring_helpers_on_bad_input(loop_results, trained_home, tmp_path, monkeypatch):
+  config, results, _ = loop_results
+  nb = import_loopline_nb()
+  monkeypatch.delenv('LOOPLINE_MLMD_URL', raising=False)
+  monkeypatch.delenv('LOOPLINE_MONITORING_RUN_ID', raising=False)
+  loop_config = nb.config_from_env(config.home)
+  runs = nb.list_monitoring_runs(loop_config)
+  assert runs == [results[k]['run_id'] for k in ('clean', 'drifted', 'canary')]
+  with pytest.raises(LookupError, match=(
+      f"no run 'no-such-run' of 'loopline-monitoring'; runs: {re.escape(', '.join(runs))}$")):
+    nb.open_monitoring_run('no-such-run', config=loop_config)
+  # A home where training ran but monitoring never did.
+  with pytest.raises(LookupError, match=(
+      r"no run of the monitoring pipeline 'loopline-monitoring' in ML Metadata at .*"
+      r"metadata\.sqlite: run `loopline loop` or `loopline monitor` first")):
+    nb.open_monitoring_run(config=nb.config_from_env(trained_home[0].home))
+  # A home with no metadata at all.
+  with pytest.raises(FileNotFoundError, match='no ML Metadata at'):
+    nb.open_monitoring_run(config=nb.config_from_env(str(tmp_path)))
+  # A version the run did not monitor.
+  run = nb.open_monitoring_run(results['clean']['run_id'], config=loop_config)
+  with pytest.raises(LookupError, match=(
+      f"run {re.escape(run.run_id)} has no DriftDetector output 'report' for version 12345 "
+      f"\\(versions: {results['first_version']}\\)")):
+    nb.drift_report(run, '12345')

@@ -161,6 +161,38 @@ def test_full_batch_queue_answers_unavailable():
   assert 'queue' in error.message and results == [[2.0], [4.0]]
 
 
+def test_requests_already_arriving_join_the_batch_without_a_timeout():
+  """With batch_timeout_micros=0, requests that reach the queue within a few event-loop
+  iterations (still being read and decoded) join the batch instead of the first running alone."""
+  batches = []
+
+  def run(inputs):
+    batches.append(len(inputs['x']))
+    return {'y': inputs['x'] * 2}
+
+  async def arriving(batcher, value, iterations):
+    for _ in range(iterations):       # Parsing and decoding take a few loop iterations.
+      await asyncio.sleep(0)
+    return (await batcher.submit({'x': np.array([value])}))['y'].tolist()
+
+  async def scenario(delays):
+    options = BatchingConfig(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    answers = await asyncio.gather(*(arriving(batcher, float(i), delay)
+                                     for i, delay in enumerate(delays)))
+    await batcher.close()
+    executor.shutdown()
+    return answers
+
+  assert asyncio.run(scenario([0, 1, 1, 2, 0, 2, 1, 0])) == [[2.0 * i] for i in range(8)]
+  assert batches == [8]
+  # One that comes after idle iterations is not waited for: it gets a batch of its own.
+  batches.clear()
+  assert asyncio.run(scenario([0, 1, 1, 2, 0, 2, 1, 50])) == [[2.0 * i] for i in range(8)]
+  assert batches == [7, 1]
+
+
 def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):
   base = str(tmp_path / 'm')
   push(built_models, 'w1', base, 1)

@@ -8,8 +8,9 @@ from pipeline import metadata_queries as mq
 from pipeline.config import PipelineConfig
 
 SUMMARY_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
-                   'calibration', 'example_count')
+                   'calibration', 'mean_label', 'example_count')
 MIN_SLICE_EXAMPLES = 50     # smaller slices are too noisy to call "the worst"
+MIN_CLASS_EXAMPLES = 10     # an AUC needs both classes: e.g. cash trips have ~no recorded tips
 
 
 def _first(records: Dict[str, mq.ExecutionRecord], node: str, side: str, key: str):
@@ -32,6 +33,23 @@ def slice_metrics(evaluation_uri: str) -> List[Dict[str, Any]]:
         row[name] = next(iter(values[name].values()))
     rows.append(row)
   return sorted(rows, key=lambda r: (r['slice'] != 'overall', r['slice']))
+
+
+def worst_slice(slices: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+  """The slice with the lowest AUC among those where an AUC means something: at least
+  MIN_SLICE_EXAMPLES examples, and MIN_CLASS_EXAMPLES of each class (from the mean label)."""
+
+  def meaningful(row):
+    count, mean_label = row.get('example_count', 0), row.get('mean_label')
+    if count < MIN_SLICE_EXAMPLES or not isinstance(row.get('auc'), float):
+      return False
+    if not isinstance(mean_label, float):
+      return False
+    positives = mean_label * count
+    return min(positives, count - positives) >= MIN_CLASS_EXAMPLES
+
+  candidates = [row for row in slices if meaningful(row)]
+  return min(candidates, key=lambda row: row['auc']) if candidates else None
 
 
 def collect(config: PipelineConfig) -> Dict[str, Any]:
@@ -65,9 +83,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
   if evaluation is not None:
     slices = slice_metrics(evaluation.uri)
     summary['overall'] = slices[0] if slices else {}
-    candidates = [s for s in slices[1:] if s.get('example_count', 0) >= MIN_SLICE_EXAMPLES
-                  and 'auc' in s]
-    summary['worst_slice'] = min(candidates, key=lambda s: s['auc']) if candidates else None
+    summary['worst_slice'] = worst_slice(slices[1:])
   blessing = _first(records, 'Evaluator', 'outputs', 'blessing')
   if blessing is not None:
     summary['blessed'] = bool(mq.custom_property(blessing, 'blessed'))

@@ -19,15 +19,7 @@ _DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32):
 DT_STRING = 7
 
 
-_ONE_BYTE = [bytes((i,)) for i in range(128)]
-
-
-def varint(value: int) -> bytes:
-  """Base-128 varint (negative numbers as their 64-bit two's complement)."""
-  if 0 <= value < 0x80:
-    return _ONE_BYTE[value]
-  if 0 <= value < 0x4000:
-    return bytes((value & 0x7f | 0x80, value >> 7))
+def _varint_bytes(value: int) -> bytes:
   out = bytearray()
   value &= (1 << 64) - 1
   while value >= 0x80:
@@ -37,15 +29,30 @@ def varint(value: int) -> bytes:
   return bytes(out)
 
 
+# Every varint below 2**14 (one or two bytes: field tags, and the lengths of nearly all fields of
+# a logged request) precomputed: one list index instead of a loop on the hot path.
+_SMALL_LIMIT = 1 << 14
+_SMALL_VARINTS = [_varint_bytes(i) for i in range(_SMALL_LIMIT)]
+
+
+def varint(value: int) -> bytes:
+  """Base-128 varint (negative numbers as their 64-bit two's complement)."""
+  if 0 <= value < _SMALL_LIMIT:
+    return _SMALL_VARINTS[value]
+  return _varint_bytes(value)
+
+
 _LENGTH_DELIMITED_TAGS = [varint(n << 3 | 2) for n in range(16)]
 
 
 def length_delimited(field_number: int, payload: bytes) -> bytes:
-  return _LENGTH_DELIMITED_TAGS[field_number] + varint(len(payload)) + payload
+  size = len(payload)
+  return (_LENGTH_DELIMITED_TAGS[field_number] +
+          (_SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint_bytes(size)) + payload)
 
 
 def varint_field(field_number: int, value: int) -> bytes:
-  return _ONE_BYTE[field_number << 3] + varint(value)
+  return _SMALL_VARINTS[field_number << 3] + varint(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,7 +73,8 @@ def tensor(array: np.ndarray) -> bytes | None:
     for value in array.ravel().tolist():
       if type(value) is not bytes:  # pylint: disable=unidiomatic-typecheck
         return None
-      parts += (tag, varint(len(value)), value)
+      size = len(value)
+      parts += (tag, _SMALL_VARINTS[size] if size < _SMALL_LIMIT else _varint_bytes(size), value)
     return b''.join(parts)
   prefix = _NUMERIC_PREFIX.get(array.dtype)
   if prefix is None:

@@ -45,3 +45,18 @@ def test_blessing_threshold_applies_to_the_overall_slice_only(tmp_path):
   assert [s.feature_keys for s in per_slice.slicing_specs] == [[]]
   assert per_slice.threshold.value_threshold.lower_bound.value == 0.9
   assert per_slice.threshold.change_threshold.absolute.value == -0.02
+
+
+def test_the_worst_slice_is_one_where_auc_means_something():
+  from pipeline import run_summary
+  slices = [
+      # Cash: tips are not recorded, one positive in 1,744 (TFMA still reports an AUC).
+      {'slice': 'payment_type=Cash', 'auc': 0.466, 'mean_label': 1 / 1744, 'example_count': 1744.0},
+      {'slice': 'payment_type=No Charge', 'auc': 0.0, 'mean_label': 0.0, 'example_count': 60.0},
+      {'slice': 'trip_start_hour=3', 'auc': 0.61, 'mean_label': 0.4, 'example_count': 40.0},
+      {'slice': 'company=A', 'auc': 0.83, 'mean_label': 0.3, 'example_count': 400.0},
+      {'slice': 'company=B', 'auc': 0.79, 'mean_label': 0.05, 'example_count': 400.0},
+      {'slice': 'company=C', 'auc': 0.70, 'mean_label': 'NaN', 'example_count': 400.0},
+  ]
+  assert run_summary.worst_slice(slices)['slice'] == 'company=B'    # 20 positives: enough
+  assert run_summary.worst_slice(slices[:3]) is None

@@ -723,16 +723,24 @@ def _registry_eval_auc(store, model_name: str) -> Dict[str, float]:
 
 
 def realized_slices(run: Run):
-  """The RealizedEvaluator's metrics on the labelled traffic: overall, per model_version and per
-  training slice (the slices are not crossed with the version: they cover every version's
-  requests). None when the run evaluated nothing (no ground truth delivered)."""
+  """The RealizedEvaluator's metrics on the labelled traffic: overall, per model_version, per
+  training slice, and per training slice of each version (`version` column; '' for the slices of
+  every version's requests together). None when the run evaluated nothing (no ground truth)."""
   import pandas as pd
+  from components.serving_log_gen import spec as log_gen_spec
   from pipeline import run_summary
   evaluation = run.artifact('RealizedEvaluator', 'evaluation')
   if evaluation is None:
     return None
   table = pd.DataFrame(run_summary.slice_metrics(evaluation.uri)).set_index('slice')
-  return table.assign(column=[s.split('=')[0] for s in table.index])
+  versions, columns = [], []
+  for name in table.index:
+    parts = dict(part.split('=', 1) for part in name.split(', ')) if name != 'overall' else {}
+    version = parts.pop(log_gen_spec.MODEL_VERSION_FEATURE, '')
+    versions.append(version)
+    columns.append(','.join(parts) or (log_gen_spec.MODEL_VERSION_FEATURE if version
+                                       else 'overall'))
+  return table.assign(version=versions, column=columns)
 
 
 def feedback_review(summary: Dict):

@@ -38,8 +38,11 @@ from pipeline import metadata_queries
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 
+# Per version, per training slice, and the two crossed: each version sliced like its training
+# evaluation, so canary and stable compare slice by slice on real traffic.
 REALIZED_SLICES = ((log_gen_spec.MODEL_VERSION_FEATURE,),) + tuple(
-    (key,) for key in features.SLICE_FEATURES)
+    (key,) for key in features.SLICE_FEATURES) + tuple(
+        (log_gen_spec.MODEL_VERSION_FEATURE, key) for key in features.SLICE_FEATURES)
 
 
 def served_versions(config: PipelineConfig) -> Dict[str, int]:

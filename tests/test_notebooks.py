@@ -249,6 +249,15 @@ def test_monitoring_helpers_read_any_run_by_id(loop_results, monkeypatch):
   latest = nb.monitoring_summary(nb.open_monitoring_run(results['canary']['run_id']))
   assert {v: i['label'] for v, i in latest['versions'].items()} == {
       stable: 'stable', str(results['canary_version']): 'canary'}
+  # Realized performance sliced like the training evaluation, per version: canary and stable
+  # compare slice by slice, and the per-version slices add up to the slice of both.
+  slices = nb.realized_slices(nb.open_monitoring_run(results['canary']['run_id']))
+  payment = slices[slices.column == 'payment_type']
+  assert set(payment.version) == {'', stable, str(results['canary_version'])}
+  for value in set(name.split('payment_type=')[1] for name in payment.index):
+    rows = payment[[name.endswith(f'payment_type={value}') for name in payment.index]]
+    together = rows[rows.version == ''].example_count.sum()
+    assert rows[rows.version != ''].example_count.sum() == together, value
 
 
 def test_monitoring_helpers_on_bad_input(loop_results, trained_home, tmp_path, monkeypatch):

@@ -182,6 +182,10 @@ def _cmd_loop(args) -> int:
         f'span {results["new_span"]} -> model {results["canary_version"]} (canary, '
         f'{results["canary_replay"]["versions"].get(str(results["canary_version"]), 0)} of '
         f'{results["canary_replay"]["sent"]} requests).')
+  if results['canary']['retrain']:
+    print('The canary window raised a retraining trigger too (its traffic drifted for both '
+          'versions); a loop retrains once: the monitoring review (notebook 4) decides what '
+          'comes next, before any `loopline models promote`.')
   return 0
 
 

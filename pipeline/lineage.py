@@ -69,15 +69,16 @@ class TrainingBaseline:
             f'statistics {self.statistics.uri}')
 
 
-def _type_ids(store: metadata_store.MetadataStore, name: str) -> List[int]:
-  """Ids of the artifact type `name` in either layout (TFX's `name`, KFP's `tfx.name`)."""
-  ids = []
+def _artifact_types(store: metadata_store.MetadataStore,
+                    name: str) -> List[metadata_store_pb2.ArtifactType]:
+  """The artifact type `name` as the store has it, in either layout (`name`, KFP's `tfx.name`)."""
+  found = []
   for type_name in (name, KFP_TYPE_PREFIX + name):
     try:
-      ids.append(store.get_artifact_type(type_name).id)
+      found.append(store.get_artifact_type(type_name))
     except Exception:  # pylint: disable=broad-except  # NotFoundError: nothing of that type yet
       pass
-  return ids
+  return found
 
 
 def _property(artifact: metadata_store_pb2.Artifact, name: str):
@@ -133,9 +134,8 @@ def pushed_models(store: metadata_store.MetadataStore,
   `model_name`: only pushes whose destination is `<base>/<model_name>/<version>`.
   """
   result = []
-  candidates = [artifact for type_id in _type_ids(store, PUSHED_MODEL_TYPE)
-                for artifact in store.get_artifacts_by_type(
-                    store.get_artifact_types_by_id([type_id])[0].name)]
+  candidates = [artifact for artifact_type in _artifact_types(store, PUSHED_MODEL_TYPE)
+                for artifact in store.get_artifacts_by_type(artifact_type.name)]
   for artifact in candidates:
     if _property(artifact, 'pushed') != 1:
       continue
@@ -207,7 +207,7 @@ def resolve_training_baseline(store: metadata_store.MetadataStore,
 def raw_examples_of(store: metadata_store.MetadataStore,
                     examples: metadata_store_pb2.Artifact) -> metadata_store_pb2.Artifact:
   """Walks producers' `examples` inputs up to the Examples an ExampleGen wrote."""
-  examples_types = _type_ids(store, EXAMPLES_TYPE)
+  examples_types = [t.id for t in _artifact_types(store, EXAMPLES_TYPE)]
   current = examples
   for _ in range(MAX_CHAIN):
     producer = _producer(store, current)

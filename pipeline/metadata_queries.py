@@ -41,18 +41,23 @@ def open_store(connection_config) -> metadata_store.MetadataStore:
 
 def connection_config(config) -> metadata_store_pb2.ConnectionConfig:
   """The MLMD connection of a PipelineConfig: MySQL when configured, else SQLite in the home."""
-  connection = metadata_store_pb2.ConnectionConfig()
   if config.mysql:
-    connection.mysql.host = config.mysql.host
-    connection.mysql.port = config.mysql.port
-    connection.mysql.database = config.mysql.database
-    connection.mysql.user = config.mysql.username
-    connection.mysql.password = config.mysql.password
-  else:
-    os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    connection.sqlite.filename_uri = config.metadata_path
-    connection.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+    return _mysql_connection(config.mysql)
+  connection = metadata_store_pb2.ConnectionConfig()
+  os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
+  connection.sqlite.filename_uri = config.metadata_path
+  connection.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+  return connection
+
+
+def _mysql_connection(mysql) -> metadata_store_pb2.ConnectionConfig:
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.mysql.host = mysql.host
+  connection.mysql.port = mysql.port
+  connection.mysql.database = mysql.database
+  connection.mysql.user = mysql.username
+  connection.mysql.password = mysql.password
   return connection
 
 
@@ -86,18 +91,10 @@ def connection_from_url(url: str):
     host, sep, port = url[len(GRPC_SCHEME):].rstrip('/').rpartition(':')
     if not sep or not host or not port.isdigit():
       raise ValueError(f'ML Metadata URL {url!r} must look like grpc://HOST:PORT')
-    client = metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
-    return client
+    return metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
   if url.startswith('mysql://'):
     from pipeline import kubeflow
-    mysql = kubeflow.parse_mysql_url(url)
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.mysql.host = mysql.host
-    connection.mysql.port = mysql.port
-    connection.mysql.database = mysql.database
-    connection.mysql.user = mysql.username
-    connection.mysql.password = mysql.password
-    return connection
+    return _mysql_connection(kubeflow.parse_mysql_url(url))
   if url.startswith(SQLITE_SCHEME):
     path = url[len(SQLITE_SCHEME):]
     if not os.path.isabs(path):

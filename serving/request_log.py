@@ -131,18 +131,6 @@ def serialized_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
   return serialized
 
 
-def _single_example_predict_log(record: LogRecord, sampling_rate: float) -> bytes | None:
-  """The fast encoding of a predict record whose tensors all hold one example, else None."""
-  for arrays in (record.inputs, record.outputs):
-    for array in arrays.values():
-      if array.ndim == 0 or array.shape[0] != 1:
-        return None
-  return log_encoding.predict_log(record.model_name, record.version, record.signature_name,
-                                  sampling_rate, int(record.timestamp),
-                                  REQUEST_ID_PREFIX + record.request_id, record.inputs,
-                                  record.outputs, record.output_filter)
-
-
 def _prediction_log(record: LogRecord, index: int | None, privacy: PrivacyFilter,
                     sampling_rate: float) -> prediction_log_pb2.PredictionLog:
   prediction_log = prediction_log_pb2.PredictionLog()
@@ -265,17 +253,10 @@ class RequestLogger:
 
   def _encode_all(self):
     """Serialize and frame every queued record (privacy rules applied)."""
-    sampling_rate, privacy = self.config.sampling_rate, self._privacy
     while self._records:
       record = self._records.popleft()
-      if record.kind == 'predict' and not privacy.active:
-        # The common case first: a one-example predict request, no privacy rule to apply.
-        encoded = _single_example_predict_log(record, sampling_rate)
-        if encoded is not None:
-          self._encoded.append((log_files.frame_record(encoded), 1))
-          continue
       try:
-        logs = serialized_prediction_logs(record, privacy, sampling_rate)
+        logs = serialized_prediction_logs(record, self._privacy, self.config.sampling_rate)
       except Exception:  # pylint: disable=broad-except  # A bad record must not stop logging.
         log.exception('Cannot convert a request to a PredictionLog; dropped')
         self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')

@@ -110,9 +110,7 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
         pushed_model=importers['pushed_model'].outputs['result'],
         policy=config.drift_policy).with_id(f'DriftDetector_{version}'))
   if feedback_lib.feedback_files(feedback_dir, feedback_lib.FeedbackCounts()):
-    evaluator = tfx.components.Evaluator(
-        examples=log_gen.outputs['examples'], eval_config=realized_eval_config(),
-        example_splits=[log_gen_spec.LABELED_SPLIT]).with_id('RealizedEvaluator')
+    evaluator = _realized_evaluator(log_gen)
     components.append(evaluator)
     components += [RealizedMetrics(evaluation=evaluator.outputs['evaluation'],
                                    model_name=config.model_name, model_version=version,
@@ -120,6 +118,13 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
                                    ).with_id(f'RealizedMetrics_{version}')
                    for version in sorted(set(versions.values()))]
   return _pipeline(config, components)
+
+
+def _realized_evaluator(log_gen) -> tfx.components.Evaluator:
+  """Model-agnostic TFMA on the window's labelled rows (logged predictions vs ground truth)."""
+  return tfx.components.Evaluator(
+      examples=log_gen.outputs['examples'], eval_config=realized_eval_config(),
+      example_splits=[log_gen_spec.LABELED_SPLIT]).with_id('RealizedEvaluator')
 
 
 def _runtime_baseline_nodes(config: PipelineConfig, log_gen, statistics_gen,
@@ -131,9 +136,7 @@ def _runtime_baseline_nodes(config: PipelineConfig, log_gen, statistics_gen,
       examples=log_gen.outputs['examples'], statistics=statistics_gen.outputs['statistics'],
       schema=schema_importer.outputs['schema'], baseline=resolver.outputs['baseline'],
       policy=config.drift_policy)
-  evaluator = tfx.components.Evaluator(
-      examples=log_gen.outputs['examples'], eval_config=realized_eval_config(),
-      example_splits=[log_gen_spec.LABELED_SPLIT]).with_id('RealizedEvaluator')
+  evaluator = _realized_evaluator(log_gen)
   realized = RealizedMetrics(evaluation=evaluator.outputs['evaluation'],
                              model_name=config.model_name, min_auc=config.min_realized_auc,
                              baseline=resolver.outputs['baseline'])

@@ -6,13 +6,18 @@ $LOOPLINE_HOME/serving/big_tipper):
     call per request;
   - the embedded server over REST and gRPC, with batching on and off, request logging on (sampling
     1.0) and off;
+  - the gRPC stack's ceiling: a grpc.aio server on the same event loop (uvloop) and the official
+    PredictionService servicer class answering every Predict with a constant response, no model;
 at concurrency 1, 8, 32 and 64 (one example per request, keep-alive connections / one gRPC
 channel). Servers run in their own processes, all at once, and the cells alternate between them so
 that comparisons are not skewed by the machine's load drifting; the load generator (asyncio HTTP
-and grpc.aio clients) runs here, on the same cores. Prints a table and saves JSON
-(bench/results/serving.json).
+and grpc.aio clients) runs here, on the same cores. Every cell is measured `--rounds` times, the
+servers taking turns each round; the table shows each cell's median (and its range), and the
+logging cost is the median over rounds of the cost measured within each round. Prints a table and
+saves JSON (bench/results/serving.json).
 
-  .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--concurrency 1,8,32,64]
+  .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--rounds 3]
+                                          [--concurrency 1,8,32,64]
 
 Targets (issue 3): with batching, >= 4x the naive baseline's throughput at concurrency 32 and p99
 below 50 ms; logging at sampling rate 1.0 costs <= 10% of throughput. No test asserts these.
@@ -113,6 +118,38 @@ def run_naive_server(model_dir: str, port: int):
     request_queue_size = 128  # Room for every benchmark connection to be accepted at once.
 
   Server(('127.0.0.1', port), Handler).serve_forever()
+
+
+def run_grpc_ceiling_server(port: int):
+  """The gRPC stack alone: grpc.aio on uvloop (as the embedded server) and the official
+  PredictionService servicer class, answering every Predict with one constant response. What no
+  Python gRPC server can beat here, with this load generator on the same cores."""
+  import grpc
+  import uvloop
+  from tensorflow_serving.apis import predict_pb2
+  from tensorflow_serving.apis import prediction_service_pb2_grpc
+  response = predict_pb2.PredictResponse()
+  response.model_spec.name = MODEL_NAME
+  response.model_spec.version.value = 1
+  output = response.outputs['probabilities']
+  output.dtype = 1  # DT_FLOAT
+  output.tensor_shape.dim.add(size=1)
+  output.tensor_shape.dim.add(size=1)
+  output.float_val.append(0.5)
+
+  class ConstantServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+    async def Predict(self, request, context):  # pylint: disable=invalid-name
+      return response
+
+  async def serve():
+    server = grpc.aio.server()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(ConstantServicer(), server)
+    server.add_insecure_port(f'127.0.0.1:{port}')
+    await server.start()
+    await server.wait_for_termination()
+
+  uvloop.run(serve())
 
 
 # ---- load generators ----------------------------------------------------------------------------
@@ -229,8 +266,14 @@ class Server:
     self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
 
-  def wait_ready(self, path: str, timeout: float = 180):
+  def wait_ready(self, path: str | None, timeout: float = 180):
+    """Until `path` answers over REST (or, without one, the gRPC port accepts a channel)."""
     deadline = time.monotonic() + timeout
+    if path is None:
+      import grpc
+      with grpc.insecure_channel(f'127.0.0.1:{self.grpc_port}') as channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+      return
     while time.monotonic() < deadline:
       if self.process.poll() is not None:
         raise SystemExit(f'{self.name} exited:\n{self.process.stdout.read()}')
@@ -265,6 +308,15 @@ def embedded_server(base_dir: str, home: str, batching: bool, logging: bool) -> 
   return server
 
 
+def grpc_ceiling_server() -> Server:
+  port = free_port()
+  server = Server('gRPC stack alone (constant answer)', [
+      sys.executable, os.path.abspath(__file__), '--grpc-ceiling-server', '--port', str(port)],
+                  None, port)
+  server.wait_ready(None)
+  return server
+
+
 def naive_server(version_dir: str) -> Server:
   port = free_port()
   server = Server('naive baseline', [sys.executable, os.path.abspath(__file__), '--naive-server',
@@ -283,10 +335,16 @@ def main():
   parser.add_argument('--concurrency', default='1,8,32,64')
   parser.add_argument('--duration', type=float, default=5.0, help='Seconds measured per cell.')
   parser.add_argument('--warmup', type=float, default=1.0)
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='Times every cell is measured (the servers take turns each round).')
   parser.add_argument('--output', default=os.path.join(REPO, 'bench', 'results', 'serving.json'))
   parser.add_argument('--naive-server', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--grpc-ceiling-server', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.grpc_ceiling_server:
+    run_grpc_ceiling_server(args.port)
+    return
 
   default_dir = os.path.join(home_lib.serving_dir(home_lib.resolve_home()), MODEL_NAME)
   version_dir = newest_version_dir(args.model_dir or default_dir)
@@ -296,6 +354,8 @@ def main():
   if args.naive_server:
     run_naive_server(version_dir, args.port)
     return
+  if args.rounds < 1:
+    raise SystemExit('--rounds must be at least 1')
   levels = [int(c) for c in args.concurrency.split(',')]
   examples = load_examples(args.examples_csv)
   work = tempfile.mkdtemp(prefix='serving-bench-')
@@ -303,43 +363,73 @@ def main():
                                             os.path.basename(version_dir.rstrip('/'))
                                             if os.path.basename(version_dir).isdigit() else '1'))
   print(f'Model: {version_dir}\nExamples: {len(examples)} distinct, one per request\n'
-        f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up\n', flush=True)
+        f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up, {args.rounds} '
+        'round(s)\n', flush=True)
   setups = [('naive', None, None), ('embedded', True, False), ('embedded', False, False),
-            ('embedded', True, True)]
-  results, servers = [], []
+            ('embedded', True, True), ('grpc_ceiling', None, None)]
+  samples, servers = [], []
   try:
-    # All servers run at once and the cells alternate between them, so every comparison at a
-    # given protocol and concurrency is measured within seconds (the machine's load drifts).
     for index, (kind, batching, logging) in enumerate(setups):
       print(f'Starting server {index + 1}/{len(setups)}...', flush=True)
-      servers.append((kind, batching, logging, naive_server(version_dir) if kind == 'naive' else
-                      embedded_server(os.path.join(work, 'models'),
-                                      os.path.join(work, f'home-{index}'), batching, logging)))
-    for protocol in ('rest', 'grpc'):
-      for concurrency in levels:
-        for kind, batching, logging, server in servers:
-          if protocol == 'grpc' and kind == 'naive':
-            continue
-          port = server.rest_port if protocol == 'rest' else server.grpc_port
-          cell = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
+      if kind == 'naive':
+        server = naive_server(version_dir)
+      elif kind == 'grpc_ceiling':
+        server = grpc_ceiling_server()
+      else:
+        server = embedded_server(os.path.join(work, 'models'),
+                                 os.path.join(work, f'home-{index}'), batching, logging)
+      servers.append((kind, batching, logging, server))
+    # All servers run at once and the cells alternate between them, so every comparison at a
+    # given protocol and concurrency is measured within seconds (the machine's load drifts).
+    cells = [(protocol, concurrency, kind, batching, logging, server)
+             for protocol in ('rest', 'grpc') for concurrency in levels
+             for kind, batching, logging, server in servers
+             if (server.rest_port if protocol == 'rest' else server.grpc_port) is not None]
+    for round_ in range(1, args.rounds + 1):
+      for protocol, concurrency, kind, batching, logging, server in cells:
+        port = server.rest_port if protocol == 'rest' else server.grpc_port
+        sample = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
                                      args.warmup))
-          cell.update(server=kind, batching=batching, logging=logging, protocol=protocol,
-                      concurrency=concurrency)
-          results.append(cell)
-          print(f'  {server.name:40s} {protocol:4s} c={concurrency:<3d} '
-                f'{cell["throughput_rps"]:8.1f} req/s  p50 {cell["p50_ms"]} ms  '
-                f'p99 {cell["p99_ms"]} ms  errors {cell["errors"]}', flush=True)
+        sample.update(server=kind, batching=batching, logging=logging, protocol=protocol,
+                      concurrency=concurrency, round=round_)
+        samples.append(sample)
+        print(f'  round {round_}/{args.rounds} {server.name:40s} {protocol:4s} '
+              f'c={concurrency:<3d} {sample["throughput_rps"]:8.1f} req/s  '
+              f'p50 {sample["p50_ms"]} ms  p99 {sample["p99_ms"]} ms  errors {sample["errors"]}',
+              flush=True)
   finally:
     for *_, server in servers:
       server.stop()
     shutil.rmtree(work, ignore_errors=True)
-  summary = summarize(results)
+  results = medians(samples)
+  summary = summarize(results, samples)
   print_table(results, summary)
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, 'w', encoding='utf-8') as f:
     json.dump({'model_dir': version_dir, 'duration_seconds': args.duration,
-               'cpu_count': os.cpu_count(), 'results': results, 'summary': summary}, f, indent=2)
+               'rounds': args.rounds, 'cpu_count': os.cpu_count(), 'results': results,
+               'summary': summary, 'samples': samples}, f, indent=2)
   print(f'\nSaved {args.output}')
+
+
+_CELL_KEYS = ('server', 'batching', 'logging', 'protocol', 'concurrency')
+
+
+def medians(samples) -> list[dict]:
+  """One result per cell: the median of its rounds (throughput range and errors over all)."""
+  cells = {}
+  for sample in samples:
+    cells.setdefault(tuple(sample[k] for k in _CELL_KEYS), []).append(sample)
+  results = []
+  for key, rounds in cells.items():
+    median = lambda field: (round(statistics.median(r[field] for r in rounds), 2)
+                            if all(r[field] is not None for r in rounds) else None)
+    throughputs = [r['throughput_rps'] for r in rounds]
+    results.append(dict(zip(_CELL_KEYS, key), throughput_rps=median('throughput_rps'),
+                        throughput_range=[min(throughputs), max(throughputs)],
+                        p50_ms=median('p50_ms'), p99_ms=median('p99_ms'),
+                        errors=sum(r['errors'] for r in rounds), rounds=len(rounds)))
+  return results
 
 
 def _cell(results, **match):
@@ -349,7 +439,19 @@ def _cell(results, **match):
   return None
 
 
-def summarize(results) -> dict:
+def _logging_cost(samples, protocol: str, level: int) -> float | None:
+  """Median over rounds of 1 - logged / unlogged throughput, each pair measured in one round."""
+  costs = []
+  for round_ in sorted({s['round'] for s in samples}):
+    pick = lambda logging: _cell(samples, server='embedded', batching=True, logging=logging,
+                                 protocol=protocol, concurrency=level, round=round_)
+    batched, logged = pick(False), pick(True)
+    if batched and logged and batched['throughput_rps']:
+      costs.append(1 - logged['throughput_rps'] / batched['throughput_rps'])
+  return statistics.median(costs) if costs else None
+
+
+def summarize(results, samples) -> dict:
   """The issue's targets at concurrency 32 (or the highest level measured)."""
   level = 32 if _cell(results, concurrency=32) else max(c['concurrency'] for c in results)
   naive = _cell(results, server='naive', concurrency=level)
@@ -357,26 +459,31 @@ def summarize(results) -> dict:
   for protocol in ('rest', 'grpc'):
     batched = _cell(results, server='embedded', batching=True, logging=False, protocol=protocol,
                     concurrency=level)
-    logged = _cell(results, server='embedded', batching=True, logging=True, protocol=protocol,
-                   concurrency=level)
-    if not (naive and batched and logged) or not naive['throughput_rps']:
+    logging_cost = _logging_cost(samples, protocol, level)
+    if not (naive and batched) or logging_cost is None or not naive['throughput_rps']:
       continue
     speedup = batched['throughput_rps'] / naive['throughput_rps']
-    logging_cost = 1 - logged['throughput_rps'] / batched['throughput_rps']
     summary[protocol] = {
         'speedup_vs_naive': round(speedup, 2), 'speedup_target_met': speedup >= 4,
         'p99_ms': batched['p99_ms'], 'p99_target_met': batched['p99_ms'] < 50,
         'logging_cost': round(logging_cost, 3), 'logging_target_met': logging_cost <= 0.10}
+  ceiling = _cell(results, server='grpc_ceiling', concurrency=level)
+  if naive and ceiling and 'grpc' in summary:
+    summary['grpc']['stack_ceiling_rps'] = ceiling['throughput_rps']
+    summary['grpc']['stack_ceiling_vs_naive'] = round(
+        ceiling['throughput_rps'] / naive['throughput_rps'], 2)
   return summary
 
 
 def print_table(results, summary):
-  print('\nserver    batching logging proto  conc   req/s    p50 ms   p99 ms  errors')
+  print('\nserver       batching logging proto  conc   req/s (range)          p50 ms   p99 ms  '
+        'errors')
   for c in results:
-    print(f'{c["server"]:9s} {str(c["batching"]):8s} {str(c["logging"]):7s} {c["protocol"]:5s} '
-          f'{c["concurrency"]:5d} {c["throughput_rps"]:8.1f} {c["p50_ms"]!s:>8} '
-          f'{c["p99_ms"]!s:>8} {c["errors"]:7d}')
-  print(f'\nTargets at concurrency {summary["concurrency"]}:')
+    low, high = c['throughput_range']
+    print(f'{c["server"]:12s} {str(c["batching"]):8s} {str(c["logging"]):7s} {c["protocol"]:5s} '
+          f'{c["concurrency"]:5d} {c["throughput_rps"]:8.1f} ({low:.0f}-{high:.0f}) '
+          f'{c["p50_ms"]!s:>8} {c["p99_ms"]!s:>8} {c["errors"]:7d}')
+  print(f'\nTargets at concurrency {summary["concurrency"]} (medians of the rounds):')
   for protocol in ('rest', 'grpc'):
     if protocol in summary:
       s = summary[protocol]
@@ -385,6 +492,11 @@ def print_table(results, summary):
             f'< 50: {"met" if s["p99_target_met"] else "NOT met"}), logging cost '
             f'{s["logging_cost"] * 100:.1f}% (target <= 10%: '
             f'{"met" if s["logging_target_met"] else "NOT met"})')
+  grpc_summary = summary.get('grpc', {})
+  if 'stack_ceiling_rps' in grpc_summary:
+    print(f'  grpc stack alone (constant answer, no model): {grpc_summary["stack_ceiling_rps"]:.0f}'
+          f' req/s = {grpc_summary["stack_ceiling_vs_naive"]}x naive, the bound for any Python gRPC'
+          ' server with this load generator on these cores')
 
 
 if __name__ == '__main__':

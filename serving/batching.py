@@ -18,7 +18,7 @@ from serving import metrics as metrics_lib
 from serving.config import BatchingConfig
 from serving.errors import Code, ServingError
 
-IDLE_ITERATIONS = 3
+IDLE_ITERATIONS = 12
 QUEUE_FULL_MESSAGE = 'The batch scheduling queue to which this task was submitted is full'
 
 
@@ -106,16 +106,22 @@ class DynamicBatcher:
     """Let requests that have already arrived join the batch before it starts.
 
     Requests whose bytes are in the sockets, or that are being parsed and decoded, reach the queue
-    within a few iterations of the event loop. Running it until IDLE_ITERATIONS in a row add
-    nothing costs a lone request microseconds, and under load doubles the batch (measured at
-    concurrency 32: 16 -> 30 examples a model call), where a model call costs the same for 1 or 32
-    examples. Waiting for requests that have not arrived is `batch_timeout_micros`' job.
+    within a few iterations of the event loop. gRPC requests are handed to the loop by grpc's
+    poller thread, which needs the interpreter lock: an idle round also yields it
+    (`time.sleep(0)`). Running rounds until IDLE_ITERATIONS in a row add nothing costs a lone
+    request tens of microseconds, and under load grows the batch, where a model call costs the same
+    for 1 or 32 examples (measured at concurrency 32: REST 16 -> 30 examples a model call; gRPC
+    ~5 -> ~20 and +45% throughput from the yield and 12 rounds instead of 3). Waiting for requests
+    that have not arrived is `batch_timeout_micros`' job.
     """
     idle = 0
     while (idle < IDLE_ITERATIONS and self._queued_rows < self._options.max_batch_size and
            not self._closing):
       queued = self._queued_rows
       await asyncio.sleep(0)
+      if self._queued_rows == queued:
+        time.sleep(0)  # Let grpc's poller thread hand over what arrived.
+        await asyncio.sleep(0)
       idle = idle + 1 if self._queued_rows == queued else 0
 
   async def _run_batch(self, batch: list[_Task], rows: int):

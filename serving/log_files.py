@@ -6,6 +6,7 @@ masked CRC32C of the data) of serialized PredictionLog protos. It is written as 
 complete, so a reader that lists `prediction_log-*.tfrecord` only ever sees whole files.
 """
 import dataclasses
+import functools
 import os
 import re
 import struct
@@ -25,10 +26,18 @@ def masked_crc(data: bytes) -> int:
   return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xffffffff
 
 
+_UINT32 = struct.Struct('<I')
+
+
+@functools.lru_cache(maxsize=4096)
+def _record_header(size: int) -> bytes:
+  length = struct.pack('<Q', size)
+  return length + _UINT32.pack(masked_crc(length))
+
+
 def frame_record(data: bytes) -> bytes:
   """One TFRecord record."""
-  length = struct.pack('<Q', len(data))
-  return length + struct.pack('<I', masked_crc(length)) + data + struct.pack('<I', masked_crc(data))
+  return _record_header(len(data)) + data + _UINT32.pack(masked_crc(data))
 
 
 def final_name(created_at: float, sequence: int, writer_id: str) -> str:

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 
 from google.protobuf.message import DecodeError
-from tensorflow.core.example import example_pb2
 
 
 class PrivacyFilter:
@@ -40,7 +39,7 @@ class PrivacyFilter:
       text = str(value).encode('utf-8')
     return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:32].encode('ascii')
 
-  def apply(self, example: example_pb2.Example) -> example_pb2.Example:
+  def apply(self, example):
     """Redact and hash in place; returns the example."""
     features = example.features.feature
     for name in self.redact & set(features):
@@ -56,6 +55,8 @@ class PrivacyFilter:
   def apply_serialized(self, serialized: bytes) -> bytes:
     if not self.active:
       return serialized
+    # TensorFlow's protos only where rules apply: the request-log writer process starts without.
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
     example = example_pb2.Example()
     try:
       example.ParseFromString(serialized)

@@ -34,7 +34,7 @@ def array_from_tensor(alias: str, tensor) -> np.ndarray:
 
 def tensor_from_array(array: np.ndarray) -> tensor_pb2.TensorProto:
   """numpy -> TensorProto, through the fast wire encoding when the dtype has one."""
-  encoded = log_encoding.tensor(array)
+  encoded = log_encoding.tensor(log_encoding.pack_array(array))
   if encoded is None:
     return tf.make_tensor_proto(array)
   return tensor_pb2.TensorProto.FromString(encoded)

@@ -1,17 +1,17 @@
-"""Sampled request logging to PredictionLog TFRecord files, off the request path.
+"""Sampled request logging to PredictionLog TFRecord files, off the serving interpreter.
 
-Requests hand a `LogRecord` (plain Python/numpy values) to a bounded buffer and return at once.
-After the responses went out, the event loop serializes the records as
-`tensorflow_serving.apis.prediction_log_pb2.PredictionLog` (privacy rules applied), and a writer
-thread appends them to a hidden temporary file, which is renamed to its final name when it is big
-or old enough, or at shutdown. A full buffer or a failing disk drops records (counted in the
-metrics) but never delays or fails a prediction. Retention (age, total size) is enforced after every
-rotation and once a minute.
+The server's Python work shares one interpreter lock, so whatever logging costs there is taken
+from serving. Requests only hand a `LogRecord` (plain Python/numpy values) to a bounded buffer.
+Once per event-loop iteration, after the responses went out, everything that accumulated is packed
+into one message of plain values (arrays as raw bytes, ~1 us a record; `pack_record`) and written
+to a pipe. A writer process (`serving.log_writer`, started by `RequestLogger.start`) turns the
+records into `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`s with the privacy rules
+applied, and writes the rotated, finalized files; see that module.
 
-A request carrying several examples is logged as one PredictionLog per example (when every
-input and output leads with the batch dimension), which is what TFX's BulkInferrer writes and what
-`tfx.components.bulk_inferrer.prediction_to_example_utils.convert` reads (it takes the first
-example of a record).
+Logging never delays or fails a prediction: when the buffer is full (the writer fell behind, or
+is being restarted) records are dropped and counted. When the writer process dies, the records it
+had received but not written are counted as dropped (`writer_exited`) and a new writer is started
+after `RESTART_DELAY_SECONDS`; it salvages the dead one's unfinished file.
 
 The request id has no field of its own in TF Serving's `LogMetadata`; it is stored in
 `log_metadata.request_origin` as `request_id=<id>`, plus `;example=<i>` for the i-th example of a
@@ -20,33 +20,35 @@ split request (see `request_id_of`, `example_index_of`).
 import asyncio
 import collections
 import dataclasses
+import fcntl
 import logging
 import os
+import pickle
 import random
-import threading
-import time
+import struct
+import subprocess
+import sys
 
 import numpy as np
-from tensorflow_serving.apis import classification_pb2
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_log_pb2
-from tensorflow_serving.apis import regression_pb2
 
-from serving import log_encoding
-from serving import log_files
 from serving import metrics as metrics_lib
-from serving import protos
-from serving.config import RequestLogConfig
+from serving.log_encoding import pack_array
 from serving.privacy import PrivacyFilter
 
 log = logging.getLogger('serving.request_log')
 REQUEST_ID_PREFIX = 'request_id='
-RETENTION_CHECK_SECONDS = 60.0
+RESTART_DELAY_SECONDS = 1.0
+WRITER_START_SECONDS = 60.0
+PIPE_BYTES = 1 << 20  # Asked of the kernel for the pipe to the writer (Linux's default cap).
+_F_SETPIPE_SZ = 1031
+_LENGTH = struct.Struct('<I')
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(slots=True)
 class LogRecord:
-  """One answered request, as plain values (converted to a PredictionLog by the writer thread)."""
+  """One answered request, as plain values (arrays as numpy arrays in the server, packed in the
+  writer process)."""
   kind: str  # 'predict', 'classify' or 'regress'.
   model_name: str
   version: int
@@ -62,298 +64,287 @@ class LogRecord:
   values: np.ndarray | None = None
 
 
-def _origin_fields(prediction_log: prediction_log_pb2.PredictionLog) -> dict[str, str]:
+def _origin_fields(prediction_log) -> dict[str, str]:
   origin = prediction_log.log_metadata.request_origin
   return dict(part.partition('=')[::2] for part in origin.split(';') if '=' in part)
 
 
-def request_id_of(prediction_log: prediction_log_pb2.PredictionLog) -> str:
-  """The request id a log record was written with ('' if none)."""
+def request_id_of(prediction_log) -> str:
+  """The request id a PredictionLog was written with ('' if none)."""
   return _origin_fields(prediction_log).get('request_id', '')
 
 
-def example_index_of(prediction_log: prediction_log_pb2.PredictionLog) -> int:
-  """The position of the record's example in its request (0 for one-example requests)."""
+def example_index_of(prediction_log) -> int:
+  """The position of the PredictionLog's example in its request (0 for one-example requests)."""
   return int(_origin_fields(prediction_log).get('example', '0'))
 
 
-def split_by_example(record: LogRecord) -> list[tuple[int | None, LogRecord]]:
-  """[(example index, one-example record)], or [(None, record)] when it cannot be split."""
-  if record.kind == 'predict':
-    arrays = list(record.inputs.values()) + list(record.outputs.values())
-    rows = {a.shape[0] if a.ndim else None for a in arrays}
-    if len(rows) != 1 or None in rows:
-      return [(None, record)]
-    count = rows.pop()
-    if count == 1:
-      return [(None, record)]
-    return [(i, dataclasses.replace(
-        record, inputs={k: v[i:i + 1] for k, v in record.inputs.items()},
-        outputs={k: v[i:i + 1] for k, v in record.outputs.items()})) for i in range(count)]
-  if len(record.examples) == 1:
-    return [(None, record)]
-  piece = lambda array, i: None if array is None else array[i:i + 1]
-  return [(i, dataclasses.replace(record, examples=record.examples[i:i + 1],
-                                  classes=piece(record.classes, i),
-                                  scores=piece(record.scores, i), values=piece(record.values, i)))
-          for i in range(len(record.examples))]
+# ---- the wire format between the server and its writer process ---------------------------------
+
+def _pack_arrays(arrays):
+  return None if arrays is None else {alias: pack_array(a) for alias, a in arrays.items()}
 
 
-def _origin(record: LogRecord, index: int | None) -> str:
-  return REQUEST_ID_PREFIX + record.request_id + ('' if index is None else f';example={index}')
+def _pack_optional(array):
+  return None if array is None else pack_array(array)
 
 
-def _private_inputs(record: LogRecord, privacy: PrivacyFilter) -> dict:
-  return {alias: np.vectorize(privacy.apply_serialized, otypes=[object])(array)
-          if alias == privacy.example_input_key and array.dtype == object and array.size else array
-          for alias, array in record.inputs.items()}
+def pack_record(record: LogRecord) -> tuple:
+  """The record's fields, arrays packed (`log_encoding.pack_array`): what goes to the writer,
+  which rebuilds it as `LogRecord(*fields)` with its arrays left packed. Plain values pickle several
+  times faster than numpy arrays do."""
+  return (record.kind, record.model_name, record.version, record.signature_name,
+          record.request_id, record.timestamp, _pack_arrays(record.inputs), record.output_filter,
+          _pack_arrays(record.outputs), record.examples, _pack_optional(record.classes),
+          _pack_optional(record.scores), _pack_optional(record.values))
 
 
-def serialized_prediction_logs(record: LogRecord, privacy: PrivacyFilter,
-                               sampling_rate: float) -> list[bytes]:
-  """One serialized PredictionLog per example, privacy rules applied to every logged tf.Example.
-
-  Predict logs of common dtypes take the fast wire encoding; the rest goes through protobuf.
-  """
-  if record.kind == 'predict' and privacy.active:
-    record = dataclasses.replace(record, inputs=_private_inputs(record, privacy))
-  serialized = []
-  for index, piece in split_by_example(record):
-    encoded = None
-    if piece.kind == 'predict':
-      encoded = log_encoding.predict_log(
-          piece.model_name, piece.version, piece.signature_name, sampling_rate,
-          int(piece.timestamp), _origin(piece, index), piece.inputs, piece.outputs,
-          piece.output_filter)
-    if encoded is None:
-      encoded = _prediction_log(piece, index, privacy, sampling_rate).SerializeToString()
-    serialized.append(encoded)
-  return serialized
+def frame_message(payload: bytes) -> bytes:
+  return _LENGTH.pack(len(payload)) + payload
 
 
-def _prediction_log(record: LogRecord, index: int | None, privacy: PrivacyFilter,
-                    sampling_rate: float) -> prediction_log_pb2.PredictionLog:
-  prediction_log = prediction_log_pb2.PredictionLog()
-  metadata = prediction_log.log_metadata
-  spec = protos.model_spec(record.model_name, record.version, record.signature_name)
-  metadata.model_spec.CopyFrom(spec)
-  metadata.sampling_config.sampling_rate = sampling_rate
-  metadata.saved_model_tags.append('serve')
-  metadata.timestamp_secs = int(record.timestamp)
-  metadata.request_origin = _origin(record, index)
-  if record.kind == 'predict':  # Inputs already went through the privacy rules.
-    request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(record.output_filter))
-    for alias, array in record.inputs.items():
-      request.inputs[alias].CopyFrom(protos.tensor_from_array(array))
-    response = predict_pb2.PredictResponse(model_spec=spec)
-    for alias, array in record.outputs.items():
-      response.outputs[alias].CopyFrom(protos.tensor_from_array(array))
-    prediction_log.predict_log.request.CopyFrom(request)
-    prediction_log.predict_log.response.CopyFrom(response)
-    return prediction_log
-  examples = [privacy.apply_serialized(e) for e in record.examples]
-  if record.kind == 'classify':
-    prediction_log.classify_log.request.CopyFrom(classification_pb2.ClassificationRequest(
-        model_spec=spec, input=protos.example_list_input(examples)))
-    prediction_log.classify_log.response.CopyFrom(classification_pb2.ClassificationResponse(
-        model_spec=spec, result=protos.classification_result(record.classes, record.scores)))
-  else:
-    prediction_log.regress_log.request.CopyFrom(regression_pb2.RegressionRequest(
-        model_spec=spec, input=protos.example_list_input(examples)))
-    prediction_log.regress_log.response.CopyFrom(regression_pb2.RegressionResponse(
-        model_spec=spec, result=protos.regression_result(record.values)))
-  return prediction_log
+class MessageReader:
+  """Splits a byte stream of `frame_message`s back into messages."""
+
+  def __init__(self):
+    self._buffer = bytearray()
+
+  @property
+  def pending_bytes(self) -> int:
+    return len(self._buffer)
+
+  def feed(self, chunk: bytes) -> list[bytes]:
+    self._buffer += chunk
+    messages, offset = [], 0
+    while len(self._buffer) - offset >= _LENGTH.size:
+      (size,) = _LENGTH.unpack_from(self._buffer, offset)
+      end = offset + _LENGTH.size + size
+      if end > len(self._buffer):
+        break
+      messages.append(bytes(self._buffer[offset + _LENGTH.size:end]))
+      offset = end
+    del self._buffer[:offset]
+    return messages
 
 
-def salvage_leftovers(directory: str) -> list[str]:
-  """Finalize temporary files left by a killed server: keep their whole records, rename them.
-
-  Assumes one server writes a log directory at a time.
-  """
-  salvaged = []
-  for entry in os.scandir(directory):
-    final = log_files.final_name_of_temp(entry.name)
-    if final is None:
-      continue
-    result = log_files.read_records(entry.path)
-    if result.complete_bytes == 0:
-      os.remove(entry.path)
-      continue
-    if result.truncated:
-      os.truncate(entry.path, result.complete_bytes)
-    os.rename(entry.path, os.path.join(directory, final))
-    salvaged.append(final)
-    log.warning('Recovered %d records of an unfinished log file as %s', len(result.records), final)
-  return salvaged
-
+# ---- the server side ----------------------------------------------------------------------------
 
 class RequestLogger:
-  """Bounded buffer + writer thread producing rotated, finalized PredictionLog files.
+  """Bounded buffer in the server, writer process behind a pipe (see the module docstring).
 
-  `submit` (on the event loop) only appends to a deque. Records are converted on the event loop
-  right after their responses went out (one callback per loop iteration for everything that
-  accumulated), so a single thread does the Python work and no request waits for the interpreter
-  lock held by a busy logging thread; the writer thread wakes every `DRAIN_SECONDS` and only appends
-  ready bytes to the file.
+  `submit` (on the event loop) only appends to a list; `start` and `close` run on the event loop
+  too, which also reads the writer's counter reports into the metrics.
   """
 
-  DRAIN_SECONDS = 0.02
-
-  def __init__(self, config: RequestLogConfig, privacy: PrivacyFilter,
-               metrics: metrics_lib.Metrics, rng: random.Random | None = None):
+  def __init__(self, config, privacy: PrivacyFilter, metrics: metrics_lib.Metrics,
+               rng: random.Random | None = None):
+    """`config`: a `serving.config.RequestLogConfig` with a directory."""
     self.config = config
     self._privacy = privacy
     self._metrics = metrics
     self._rng = rng or random.Random()
-    self._records: collections.deque[LogRecord] = collections.deque()
-    self._encoded: collections.deque[tuple[bytes, int]] = collections.deque()
-    self._encode_scheduled = False
-    self._stop = threading.Event()
-    self._writer_id = os.urandom(3).hex()
-    self._sequence = 0
-    self._file = None
-    self._temp_path = self._final_path = None
-    self._opened_at = 0.0
-    self._size = 0
-    self._last_flush = self._last_retention = 0.0
-    self._thread = None
+    self._pending: list[LogRecord] = []
+    self._outgoing: collections.deque[list] = collections.deque()  # [bytes view, records]
+    self._head_started = False  # Whether part of the first outgoing message went out.
+    self._queued = 0  # Records pending or in outgoing messages.
+    self._unsettled = 0  # Records handed to the writer, not yet reported written or dropped.
+    self._flush_scheduled = False
+    self._loop = None
+    self._process = None
+    self._writing = False  # Whether the loop watches the pipe for room.
+    self._reports = b''
+    self._restart = None
+    self._closing = False
+    self._ready = None  # Set when the writer says it is ready (or dies first).
 
-  def start(self):
+  @property
+  def writer_pid(self) -> int | None:
+    return None if self._process is None else self._process.pid
+
+  async def start(self):
+    """Create the directory and start the writer; errors surface here, at start-up.
+
+    Returns once the writer is ready, which it says after it stopped listening to SIGINT and
+    SIGTERM: a signal to the server's process group from then on leaves ending it to the server.
+    """
     os.makedirs(self.config.directory, exist_ok=True)
-    salvage_leftovers(self.config.directory)
-    self._enforce_retention()
-    self._thread = threading.Thread(target=self._write_loop, name='request-log', daemon=True)
-    self._thread.start()
+    self._loop = asyncio.get_running_loop()
+    self._start_writer()
+    try:
+      await asyncio.wait_for(self._ready.wait(), WRITER_START_SECONDS)
+    except asyncio.TimeoutError:
+      raise RuntimeError('The request-log writer process did not start within '
+                         f'{WRITER_START_SECONDS:g} s') from None
+    if self._process is None:
+      raise RuntimeError('The request-log writer process exited at start-up (its error is above)')
 
   def sampled(self) -> bool:
     return self.config.sampling_rate >= 1.0 or self._rng.random() < self.config.sampling_rate
 
   def submit(self, record: LogRecord) -> bool:
     """Queue a record (call on the event loop); False, and counted, when the buffer is full."""
-    if len(self._records) + len(self._encoded) >= self.config.buffer_records:
+    if self._queued >= self.config.buffer_records:
       self._metrics.inc(metrics_lib.LOG_DROPPED, reason='buffer_full')
       return False
-    self._records.append(record)
-    if not self._encode_scheduled:
-      self._encode_scheduled = True
-      asyncio.get_running_loop().call_soon(self._encode_queued)
+    self._pending.append(record)
+    self._queued += 1
+    if not self._flush_scheduled:
+      self._flush_scheduled = True
+      asyncio.get_running_loop().call_soon(self._flush_pending)
     return True
 
-  def close(self):
-    """Write everything buffered, finalize the open file, stop the writer."""
-    if self._thread is None:
+  async def close(self):
+    """Hand everything buffered to the writer, let it finalize its file, wait for it to end."""
+    if self._loop is None or self._closing:
       return
-    self._stop.set()
-    self._thread.join()
-    self._thread = None
+    self._closing = True
+    if self._restart is not None:
+      self._restart.cancel()
+    if self._process is None:  # Between a writer's death and its replacement.
+      if not self._pending and not any(count for _, count in self._outgoing):
+        return
+      self._start_writer()
+    self._flush_pending()
+    process = self._process
+    self._stop_watching(process)
+    os.set_blocking(process.stdin.fileno(), True)
+    os.set_blocking(process.stdout.fileno(), True)
+    reports = await self._loop.run_in_executor(None, self._finish, process)
+    self._read_reports(reports)
+    self._process = None
 
-  def _encode_queued(self):
-    self._encode_scheduled = False
-    self._encode_all()
-
-  def _encode_all(self):
-    """Serialize and frame every queued record (privacy rules applied)."""
-    while self._records:
-      record = self._records.popleft()
-      try:
-        logs = serialized_prediction_logs(record, self._privacy, self.config.sampling_rate)
-      except Exception:  # pylint: disable=broad-except  # A bad record must not stop logging.
-        log.exception('Cannot convert a request to a PredictionLog; dropped')
-        self._metrics.inc(metrics_lib.LOG_DROPPED, reason='conversion_error')
-        continue
-      self._encoded.append((b''.join(log_files.frame_record(p) for p in logs), len(logs)))
-
-  def _write_loop(self):
-    while not self._stop.wait(self.DRAIN_SECONDS):
-      self._write_encoded()
-      now = time.time()
-      if now - self._last_flush >= self.config.flush_interval_seconds:
-        self._last_flush = now
-        self._flush_and_maybe_rotate()
-    self._encode_all()  # Whatever the event loop had no turn to convert before shutdown.
-    self._write_encoded()
-    self._finalize()
-
-  def _write_encoded(self):
-    written = 0
-    while self._encoded:
-      framed, count = self._encoded.popleft()
-      written += self._write(framed, count)
-    if written:
-      self._metrics.inc(metrics_lib.LOG_WRITTEN, written)
-
-  def _write(self, framed: bytes, count: int) -> int:
-    """Append one request's framed PredictionLogs to the open file; the records written."""
+  def _finish(self, process) -> bytes:
+    """Blocking: write the rest, close the pipe, collect the writer's last reports."""
     try:
-      if self._file is None:
-        self._open()
-      self._file.write(framed)
-      self._size += len(framed)
-    except OSError as e:
-      log.error('Cannot write the request log: %s; %d records dropped', e, count)
-      self._metrics.inc(metrics_lib.LOG_DROPPED, count, reason='write_error')
-      self._abandon()
-      return 0
-    if log_files.should_rotate(self._size, self._opened_at, time.time(),
-                               self.config.max_file_bytes, self.config.max_file_age_seconds):
-      self._finalize()
-    return count
-
-  def _open(self):
-    self._sequence += 1
-    self._opened_at = time.time()
-    final = log_files.final_name(self._opened_at, self._sequence, self._writer_id)
-    self._final_path = os.path.join(self.config.directory, final)
-    self._temp_path = os.path.join(self.config.directory, log_files.temp_name(final))
-    self._file = open(self._temp_path, 'wb')
-    self._size = 0
-
-  def _flush_and_maybe_rotate(self):
-    if self._file is None:
-      return
-    try:
-      self._file.flush()
-    except OSError as e:
-      log.error('Cannot flush the request log: %s', e)
-      self._abandon()
-      return
-    if log_files.should_rotate(self._size, self._opened_at, time.time(),
-                               self.config.max_file_bytes, self.config.max_file_age_seconds):
-      self._finalize()
-    elif time.time() - self._last_retention > RETENTION_CHECK_SECONDS:
-      self._enforce_retention()
-
-  def _finalize(self):
-    """Flush, fsync, close and rename the open file so readers see it, whole."""
-    if self._file is None:
-      return
-    try:
-      self._file.flush()
-      os.fsync(self._file.fileno())
-      self._file.close()
-      os.rename(self._temp_path, self._final_path)
-      self._metrics.inc(metrics_lib.LOG_FILES)
-    except OSError as e:
-      log.error('Cannot finalize request log file %s: %s', self._temp_path, e)
-    self._file = None
-    self._enforce_retention()
-
-  def _abandon(self):
-    try:
-      if self._file is not None:
-        self._file.close()
-    except OSError:
+      while self._outgoing:
+        view, count = self._outgoing.popleft()
+        process.stdin.write(view)
+        self._queued -= count
+        self._unsettled += count
+      process.stdin.close()
+    except BrokenPipeError:
       pass
-    self._file = None
+    reports = process.stdout.read()
+    code = process.wait()
+    if code != 0:
+      log.error('The request log writer exited with code %s', code)
+    return reports
 
-  def _enforce_retention(self):
-    self._last_retention = time.time()
+  def _start_writer(self):
+    self._restart = None
+    self._ready = asyncio.Event()
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH')) if p)
+    self._process = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, '-m', 'serving.log_writer'], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, env=env)
     try:
-      files = log_files.list_log_files(self.config.directory)
-      for doomed in log_files.files_to_delete(files, time.time(),
-                                              self.config.retention_max_age_seconds,
-                                              self.config.retention_max_total_bytes):
-        os.remove(os.path.join(self.config.directory, doomed.name))
-        log.info('Retention: deleted request log file %s', doomed.name)
-    except OSError as e:
-      log.error('Retention check of %s failed: %s', self.config.directory, e)
+      fcntl.fcntl(self._process.stdin.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+      pass  # A smaller pipe only means a smaller buffer.
+    os.set_blocking(self._process.stdin.fileno(), False)
+    os.set_blocking(self._process.stdout.fileno(), False)
+    settings = pickle.dumps((dataclasses.asdict(self.config), self._privacy))
+    self._outgoing.appendleft([memoryview(frame_message(settings)), 0])
+    self._head_started = False
+    if not self._closing:
+      process = self._process
+      self._loop.add_reader(process.stdout.fileno(), self._on_reports, process)
+      self._send()
+
+  def _flush_pending(self):
+    """Pack what accumulated during this loop iteration into one message and send it."""
+    self._flush_scheduled = False
+    if not self._pending:
+      return
+    records, self._pending = self._pending, []
+    payload = pickle.dumps([pack_record(r) for r in records], pickle.HIGHEST_PROTOCOL)
+    self._outgoing.append([memoryview(frame_message(payload)), len(records)])
+    if self._process is not None and not self._closing:
+      self._send()
+
+  def _send(self):
+    """Write outgoing messages while the pipe has room; wait for room otherwise."""
+    process = self._process
+    fd = process.stdin.fileno()
+    while self._outgoing:
+      head = self._outgoing[0]
+      try:
+        written = os.write(fd, head[0])
+      except BlockingIOError:
+        written = 0
+      except BrokenPipeError:
+        return  # The writer died; its reports pipe ends too, and _on_reports takes over.
+      self._head_started = self._head_started or written > 0
+      if written < len(head[0]):
+        head[0] = head[0][written:]
+        if not self._writing:
+          self._writing = True
+          self._loop.add_writer(fd, self._send)
+        return
+      self._outgoing.popleft()
+      self._head_started = False
+      self._queued -= head[1]
+      self._unsettled += head[1]
+    if self._writing:
+      self._writing = False
+      self._loop.remove_writer(fd)
+
+  def _stop_watching(self, process):
+    self._loop.remove_reader(process.stdout.fileno())
+    if self._writing:
+      self._writing = False
+      self._loop.remove_writer(process.stdin.fileno())
+
+  def _on_reports(self, process):
+    try:
+      data = os.read(process.stdout.fileno(), 65536)
+    except BlockingIOError:
+      return
+    if data:
+      self._read_reports(data)
+    elif not self._closing:
+      self._writer_died(process)
+
+  def _read_reports(self, data: bytes):
+    """Counter lines from the writer (`written N`, `dropped REASON N`, `files N`) into metrics."""
+    lines = (self._reports + data).split(b'\n')
+    self._reports = lines.pop()
+    for line in lines:
+      kind, *labels, amount = line.decode('ascii').split()
+      if kind == 'ready':
+        self._ready.set()
+      elif kind == 'written':
+        self._metrics.inc(metrics_lib.LOG_WRITTEN, int(amount))
+        self._unsettled -= int(amount)
+      elif kind == 'dropped':
+        self._metrics.inc(metrics_lib.LOG_DROPPED, int(amount), reason=labels[0])
+        self._unsettled -= int(amount)
+      elif kind == 'files':
+        self._metrics.inc(metrics_lib.LOG_FILES, int(amount))
+
+  def _writer_died(self, process):
+    self._stop_watching(process)
+    code = process.wait()
+    for pipe in (process.stdin, process.stdout):
+      try:
+        pipe.close()
+      except OSError:
+        pass
+    lost = self._unsettled
+    if self._outgoing and self._head_started:  # Half of it went to the dead writer.
+      half_sent = self._outgoing.popleft()[1]
+      self._queued -= half_sent
+      lost += half_sent
+    # Settings go first to every writer; the next one gets its own.
+    self._outgoing = collections.deque(m for m in self._outgoing if m[1])
+    self._unsettled = 0
+    self._process = None
+    if not self._ready.is_set():  # Died before it was ready: start() reports it, no restart.
+      self._ready.set()
+      return
+    if lost:
+      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+    log.error('The request log writer exited (code %s); %d records lost; restarting it in %g s',
+              code, lost, RESTART_DELAY_SECONDS)
+    self._restart = self._loop.call_later(RESTART_DELAY_SECONDS, self._start_writer)

@@ -46,7 +46,7 @@ class ModelServer:
   async def start(self):
     await self.backend.start()
     if self.request_logger is not None:
-      self.request_logger.start()
+      await self.request_logger.start()
     self.rest = RestServer(self.service, self.metrics, self.config)
     self.rest_port = await self.rest.start(self.config.rest_host, self.config.rest_port)
     self.grpc = GrpcServer(self.service, self.config)
@@ -66,7 +66,7 @@ class ModelServer:
       await self.grpc.stop(grace)
     await self.backend.stop()
     if self.request_logger is not None:
-      await asyncio.get_running_loop().run_in_executor(None, self.request_logger.close)
+      await self.request_logger.close()
 
   def describe(self) -> str:
     """Where the server listens and what it serves (printed at start-up)."""

@@ -305,7 +305,8 @@ def test_executor_on_an_empty_window_writes_empty_splits(tmp_path):
 
 
 def test_logs_written_by_the_server_are_read_back(tmp_path):
-  """Contract with serving/request_log.py: its per-example records convert losslessly."""
+  """Contract with serving/log_writer.py: its per-example records convert losslessly."""
+  from serving import log_writer
   from serving import request_log
   from serving.privacy import PrivacyFilter
   examples = np.array([make_example(fare=float(i)).SerializeToString() for i in range(3)],
@@ -314,7 +315,8 @@ def test_logs_written_by_the_server_are_read_back(tmp_path):
       kind='predict', model_name='big_tipper', version=9, signature_name='serving_default',
       request_id='srv-1', timestamp=1_700_000_123.9, inputs={'examples': examples},
       outputs={'probabilities': np.array([[0.1], [0.2], [0.3]], np.float32)})
-  serialized = request_log.serialized_prediction_logs(record, PrivacyFilter(), 1.0)
+  serialized = log_writer.serialized_prediction_logs(  # As the writer process receives it.
+      request_log.LogRecord(*request_log.pack_record(record)), PrivacyFilter(), 1.0)
   write_log_file(str(tmp_path), b''.join(log_files.frame_record(s) for s in serialized))
   window = converter.read_window(str(tmp_path))
   assert [(e.request_id, e.example_index, e.model_version, e.timestamp_secs) for e in

@@ -1,7 +1,7 @@
 """ServingLogExampleGen: the served traffic of a time window as an `Examples` artifact.
 
 Reads the server's request logs (TFRecord files of `PredictionLog`, one record per example, see
-serving/request_log.py) for `[window_start, window_end)` (unix seconds of the request; either may
+serving/log_writer.py) for `[window_start, window_end)` (unix seconds of the request; either may
 be omitted), only finalized files (`prediction_log-*.tfrecord`, never the hidden `.tmp` ones), and
 writes each logged example as a tf.Example with:
 - the features as the server logged them (after its privacy redaction/hashing),

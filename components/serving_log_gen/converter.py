@@ -1,6 +1,6 @@
 """Request-log records -> tf.Examples: reading a time window of PredictionLog files, tolerantly.
 
-The server (serving/request_log.py) writes one `PredictionLog` per example into TFRecord files:
+The server (serving/log_writer.py) writes one `PredictionLog` per example into TFRecord files:
 finalized ones are `prediction_log-<UTC>-<seq>-<writer>.tfrecord`, files being written are hidden
 `.prediction_log-....tfrecord.tmp` and are never read here. Every record of every finalized file
 is read (retention bounds the directory), and a record belongs to the window when

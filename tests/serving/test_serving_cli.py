@@ -1,4 +1,6 @@
-"""`serve` as a real process: start-up banner, clean SIGTERM shutdown, and kill -9 during logging."""
+"""`serve` as a real process: start-up banner, clean SIGTERM shutdown, and kill -9 during logging
+(of the server alone, whose request-log writer process then finishes the files, and of the whole
+process group, whose leftovers the next start salvages)."""
 import argparse
 import base64
 import os
@@ -16,7 +18,7 @@ from conftest import push
 from serving import cli
 from serving import log_files
 from serving.config import ConfigError
-from serving.request_log import salvage_leftovers
+from serving.log_writer import salvage_leftovers
 import serving_test_models as tm
 
 pytestmark = pytest.mark.timeout(240)
@@ -100,7 +102,8 @@ class ServeProcess:
     self.process = subprocess.Popen(
         [sys.executable, '-m', 'serving', '--home', str(home), 'serve',
          '--rest-port', str(self.rest_port), '--grpc-port', str(self.grpc_port), *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)  # Its own process group: the server and its log writer.
     self.lines = []
     self._reader = threading.Thread(target=self._read, daemon=True)
     self._reader.start()
@@ -126,9 +129,17 @@ class ServeProcess:
                          headers={'X-Request-Id': request_id}, timeout=30)
 
   def kill(self):
+    """SIGKILL to the server alone."""
     if self.process.poll() is None:
       self.process.kill()
       self.process.wait(timeout=30)
+
+  def signal_group(self, signum):
+    """`signum` to the server and its log writer at once, as a terminal or systemd does."""
+    try:
+      os.killpg(self.process.pid, signum)
+    except ProcessLookupError:
+      pass
 
 
 @pytest.fixture
@@ -145,11 +156,11 @@ def test_sigterm_answers_in_flight_requests_and_finalizes_logs(home):
     assert 'model big_tipper: AVAILABLE versions 1700000000' in server.output
     for i in range(5):
       assert server.predict(float(i), f'req-{i}').json() == {'predictions': [[2.0 * i]]}
-    server.process.send_signal(signal.SIGTERM)
+    server.signal_group(signal.SIGTERM)  # The writer ignores it and ends when the server does.
     assert server.process.wait(timeout=60) == 0, server.output
   finally:
-    server.kill()
-  server._reader.join(timeout=10)
+    server.signal_group(signal.SIGKILL)
+  server._reader.join(timeout=10)  # Until the writer, holding the same output, has ended too.
   assert 'Stopped.' in server.output
   log_dir = home / 'request_logs'
   names = os.listdir(log_dir)
@@ -157,22 +168,48 @@ def test_sigterm_answers_in_flight_requests_and_finalizes_logs(home):
   assert len(log_files.read_log_directory(str(log_dir))) == 5
 
 
-def test_kill_9_loses_at_most_the_open_file_which_is_then_salvaged(home):
+def fill_log_files(server, log_dir, files: int) -> int:
+  """Requests until `files` log files are finalized, then a few more; the number sent."""
+  sent = 0
+  deadline = time.monotonic() + 60
+  while (len([n for n in os.listdir(log_dir) if log_files.is_log_file(n)]) < files and
+         time.monotonic() < deadline):
+    assert server.predict(1.0, f'k{sent}').status_code == 200
+    sent += 1
+  for _ in range(5):  # Some more, likely still in the open file or a buffer.
+    server.predict(1.0, f'k{sent}')
+    sent += 1
+  return sent
+
+
+def test_kill_9_of_the_server_leaves_only_whole_files_which_its_writer_finishes(home):
   log_dir = home / 'request_logs'
   server = ServeProcess(home, '--log-max-file-mb', '0.002')  # ~2 KB files: frequent rotation.
-  sent = 0
   try:
     server.wait_ready()
-    deadline = time.monotonic() + 60
-    while (len([n for n in os.listdir(log_dir) if log_files.is_log_file(n)]) < 3 and
-           time.monotonic() < deadline):
-      assert server.predict(1.0, f'k{sent}').status_code == 200
-      sent += 1
-    for _ in range(5):  # Some more, likely still in the open file or the buffer.
-      server.predict(1.0, f'k{sent}')
-      sent += 1
+    sent = fill_log_files(server, log_dir, 3)
+    server.kill()  # SIGKILL to the server: its buffer is lost, the writer reads to the end.
+    server._reader.join(timeout=60)  # The writer shares the server's output: it has ended.
+    assert not server._reader.is_alive()
   finally:
-    server.kill()  # SIGKILL: no clean-up of any kind.
+    server.signal_group(signal.SIGKILL)
+  names = os.listdir(log_dir)
+  assert len(names) >= 3 and all(log_files.is_log_file(n) for n in names), names
+  for name in names:
+    assert not log_files.read_records(str(log_dir / name)).truncated, name
+  assert len(log_files.read_log_directory(str(log_dir))) <= sent
+
+
+def test_kill_9_of_server_and_writer_loses_at_most_the_open_file_which_is_then_salvaged(home):
+  log_dir = home / 'request_logs'
+  server = ServeProcess(home, '--log-max-file-mb', '0.002')
+  try:
+    server.wait_ready()
+    sent = fill_log_files(server, log_dir, 3)
+  finally:
+    server.signal_group(signal.SIGKILL)  # No clean-up of any kind.
+  server.process.wait(timeout=30)
+  server._reader.join(timeout=30)
   finalized = [n for n in os.listdir(log_dir) if log_files.is_log_file(n)]
   assert len(finalized) >= 3
   for name in finalized:

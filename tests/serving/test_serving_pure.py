@@ -415,15 +415,20 @@ def test_fast_tensor_encoding_parses_as_the_same_tensor(array):
   import tensorflow as tf
   from tensorflow.core.framework import tensor_pb2
   from serving import log_encoding
-  parsed = tensor_pb2.TensorProto.FromString(log_encoding.tensor(array))
+  packed = log_encoding.pack_array(array)
+  parsed = tensor_pb2.TensorProto.FromString(log_encoding.tensor(packed))
   decoded = tf.make_ndarray(parsed)
   assert decoded.shape == array.shape and decoded.tolist() == array.tolist()
+  unpacked = log_encoding.unpack_array(packed)
+  assert unpacked.dtype == array.dtype and unpacked.tolist() == array.tolist()
 
 
 def test_fast_encoding_skips_unsupported_dtypes():
   from serving import log_encoding
-  assert log_encoding.tensor(np.array([1], np.int16)) is None
-  assert log_encoding.tensor(np.array(['text'], dtype=object)) is None
+  pack = log_encoding.pack_array
+  assert log_encoding.tensor(pack(np.array([1], np.int16))) is None
+  assert log_encoding.tensor(pack(np.array(['text'], dtype=object))) is None
+  assert log_encoding.tensor(pack(np.array([1.0], '>f4'))) is None  # Big-endian: protobuf path.
   assert log_encoding.varint(300) == b'\xac\x02' and log_encoding.varint(-1)[-1] == 0x01
 
 
@@ -431,15 +436,17 @@ def test_fast_predict_log_equals_the_protobuf_built_one():
   import tensorflow as tf
   from tensorflow_serving.apis import prediction_log_pb2
   from serving import log_encoding
-  from serving.request_log import LogRecord, _prediction_log
+  from serving.log_writer import prediction_log_message
+  from serving.request_log import LogRecord, pack_record
   record = LogRecord('predict', 'big_tipper', 17, 'serving_default', 'id-1', 1_700_000_000.7,
                      inputs={'examples': np.array([b'ex'], dtype=object)},
                      output_filter=('probabilities',),
                      outputs={'probabilities': np.array([[0.25]], np.float32)})
+  record = LogRecord(*pack_record(record))  # As the writer process receives it.
   fast = prediction_log_pb2.PredictionLog.FromString(log_encoding.predict_log(
       'big_tipper', 17, 'serving_default', 0.5, 1_700_000_000, 'request_id=id-1;example=3',
       record.inputs, record.outputs, record.output_filter))
-  slow = _prediction_log(record, 3, PrivacyFilter(), 0.5)
+  slow = prediction_log_message(record, 3, PrivacyFilter(), 0.5)
   assert fast.log_metadata == slow.log_metadata
   fast_log, slow_log = fast.predict_log, slow.predict_log
   assert fast_log.request.model_spec == slow_log.request.model_spec

@@ -2,6 +2,8 @@
 import asyncio
 import base64
 import os
+import signal
+import sys
 import time
 
 import grpc
@@ -19,9 +21,10 @@ from conftest import make_config, push
 from serving import log_files
 from serving import metrics as metrics_lib
 from serving.config import PrivacyConfig, RequestLogConfig
+from serving.log_writer import salvage_leftovers
 from serving.privacy import PrivacyFilter
-from serving.request_log import (LogRecord, RequestLogger, example_index_of, request_id_of,
-                                 salvage_leftovers)
+from serving.request_log import (LogRecord, MessageReader, RequestLogger, example_index_of,
+                                 frame_message, request_id_of)
 from serving.server import ServerThread
 import serving_test_models as tm
 
@@ -199,3 +202,65 @@ def test_leftover_temp_files_are_salvaged_up_to_the_last_whole_record(tmp_path):
   assert salvage_leftovers(str(tmp_path)) == [final]
   assert os.listdir(tmp_path) == [final]
   assert log_files.read_log_directory(str(tmp_path)) == [b'one', b'two']
+
+
+def wait_for(condition, what: str, timeout: float = 30):
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < deadline, f'timed out waiting for {what}'
+    time.sleep(0.02)
+
+
+def test_a_killed_writer_process_is_replaced_and_nothing_handed_over_is_lost(model_dir, tmp_path):
+  log_dir = tmp_path / 'logs'
+  config = make_config(model_dir, request_log=RequestLogConfig(directory=str(log_dir),
+                                                               flush_interval_seconds=0.0))
+  with ServerThread(config) as server, requests.Session() as session:
+    logger, metrics = server.server.request_logger, server.server.metrics
+    written = lambda: metrics.value(metrics_lib.LOG_WRITTEN)
+
+    def predict(i):
+      response = session.post(server.rest_url + '/v1/models/m:predict',
+                              json={'instances': [b64(i)]}, headers={'X-Request-Id': f'r{i}'},
+                              timeout=30)
+      assert response.status_code == 200
+
+    for i in range(3):
+      predict(i)
+    wait_for(lambda: written() == 3, 'the first writer to write 3 records')  # Flushed: interval 0.
+    first_writer = logger.writer_pid
+    os.kill(first_writer, signal.SIGKILL)  # Its file stays behind unfinished.
+    wait_for(lambda: logger.writer_pid is None, 'the server to notice the dead writer')
+    for i in range(3, 6):  # Served and buffered while no writer runs.
+      predict(i)
+    wait_for(lambda: logger.writer_pid not in (None, first_writer), 'a new writer')
+    wait_for(lambda: written() == 6, 'the new writer to write the buffered records')
+  assert metrics.value(metrics_lib.LOG_DROPPED, reason='writer_exited') == 0
+  assert not [n for n in os.listdir(log_dir) if n.startswith('.')]  # The dead one's: salvaged.
+  files = [[request_id_of(prediction_log_pb2.PredictionLog.FromString(r))
+            for r in log_files.read_records(str(log_dir / f.name)).records]
+           for f in log_files.list_log_files(str(log_dir))]
+  # The dead writer's file, salvaged by the new writer at its start, and the new writer's own.
+  assert sorted(files) == [['r0', 'r1', 'r2'], ['r3', 'r4', 'r5']]
+  assert metrics.value(metrics_lib.LOG_FILES) == 1  # Only the new writer's was finalized.
+
+
+def test_messages_to_the_writer_survive_any_split_of_the_byte_stream():
+  messages = [b'', b'a', bytes(range(256)) * 40]
+  stream = b''.join(frame_message(m) for m in messages)
+  for chunk_size in (1, 3, 4, 5, 1000, len(stream)):
+    reader = MessageReader()
+    received = []
+    for offset in range(0, len(stream), chunk_size):
+      received += reader.feed(stream[offset:offset + chunk_size])
+    assert received == messages and reader.pending_bytes == 0
+  reader = MessageReader()
+  assert reader.feed(stream[:-1]) == messages[:2] and reader.pending_bytes > 0
+
+
+def test_a_writer_process_that_cannot_start_fails_the_server_start_clearly(model_dir, tmp_path,
+                                                                           monkeypatch):
+  monkeypatch.setattr(sys, 'executable', '/bin/false')  # The writer exits at once.
+  config = make_config(model_dir, request_log=RequestLogConfig(directory=str(tmp_path / 'logs')))
+  with pytest.raises(RuntimeError, match='request-log writer process exited at start-up'):
+    ServerThread(config).start()

@@ -212,6 +212,9 @@ class RequestLogger:
     reports = await self._loop.run_in_executor(None, self._finish, process)
     self._read_reports(reports)
     self._process = None
+    if self._unsettled > 0:  # The writer ended without accounting for these: it died.
+      self._metrics.inc(metrics_lib.LOG_DROPPED, self._unsettled, reason='writer_exited')
+      self._unsettled = 0
 
   def _finish(self, process) -> bytes:
     """Blocking: write the rest, close the pipe, collect the writer's last reports."""

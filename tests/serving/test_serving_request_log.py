@@ -264,3 +264,22 @@ def test_a_writer_process_that_cannot_start_fails_the_server_start_clearly(model
   config = make_config(model_dir, request_log=RequestLogConfig(directory=str(tmp_path / 'logs')))
   with pytest.raises(RuntimeError, match='request-log writer process exited at start-up'):
     ServerThread(config).start()
+
+
+@pytest.mark.parametrize('notice_first', [True, False], ids=['noticed', 'at-shutdown'])
+def test_records_a_killed_writer_never_wrote_are_counted_as_dropped(model_dir, tmp_path,
+                                                                     notice_first):
+  config = make_config(model_dir, request_log=RequestLogConfig(directory=str(tmp_path / 'logs')))
+  with ServerThread(config) as server, requests.Session() as session:
+    logger, metrics = server.server.request_logger, server.server.metrics
+    writer = logger.writer_pid
+    os.kill(writer, signal.SIGSTOP)  # It is handed records but writes none.
+    for i in range(5):
+      assert session.post(server.rest_url + '/v1/models/m:predict', json={'instances': [b64(i)]},
+                          timeout=30).status_code == 200
+    time.sleep(0.3)  # The records go into the pipe right after their responses.
+    os.kill(writer, signal.SIGKILL)
+    if notice_first:
+      wait_for(lambda: logger.writer_pid != writer, 'the server to notice the dead writer')
+  assert metrics.value(metrics_lib.LOG_DROPPED, reason='writer_exited') == 5
+  assert metrics.value(metrics_lib.LOG_WRITTEN) == 0

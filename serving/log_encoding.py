@@ -125,22 +125,26 @@ def model_spec(name: str, version: int, signature_name: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def _static_metadata(name: str, version: int, signature_name: str, sampling_rate: float) -> bytes:
-  return (length_delimited(1, model_spec(name, version, signature_name)) +
-          length_delimited(2, b'\x09' + struct.pack('<d', sampling_rate)) +
-          length_delimited(3, b'serve'))
+def _static_parts(name: str, version: int, signature_name: str,
+                  sampling_rate: float) -> tuple[bytes, bytes, bytes]:
+  """LogMetadata's fixed fields, and the ModelSpec as field 1 of PredictRequest and as field 2 of
+  PredictResponse: one cache look-up a record."""
+  spec = model_spec(name, version, signature_name)
+  metadata = (length_delimited(1, spec) +
+              length_delimited(2, b'\x09' + struct.pack('<d', sampling_rate)) +
+              length_delimited(3, b'serve'))
+  return metadata, length_delimited(1, spec), length_delimited(2, spec)
+
+
+@functools.lru_cache(maxsize=16)
+def _timestamp_field(timestamp_secs: int) -> bytes:
+  """LogMetadata.timestamp_secs (the same for every record of a second)."""
+  return varint_field(4, timestamp_secs)
 
 
 @functools.lru_cache(maxsize=1024)
 def _map_key(alias: str) -> bytes:
   return length_delimited(1, alias.encode('utf-8'))
-
-
-@functools.lru_cache(maxsize=256)
-def _spec_fields(name: str, version: int, signature_name: str) -> tuple[bytes, bytes]:
-  """ModelSpec as field 1 (of PredictRequest) and as field 2 (of PredictResponse)."""
-  spec = model_spec(name, version, signature_name)
-  return length_delimited(1, spec), length_delimited(2, spec)
 
 
 def _tensor_map(field_number: int, arrays: dict) -> bytes | None:
@@ -163,10 +167,9 @@ def predict_log(name: str, version: int, signature_name: str, sampling_rate: flo
   response_outputs = _tensor_map(1, outputs)
   if request_inputs is None or response_outputs is None:
     return None
-  request_spec, response_spec = _spec_fields(name, version, signature_name)
-  metadata = (_static_metadata(name, version, signature_name, sampling_rate) +
-              varint_field(4, timestamp_secs) +
-              length_delimited(6, request_origin.encode('utf-8')))
+  metadata, request_spec, response_spec = _static_parts(name, version, signature_name,
+                                                        sampling_rate)
+  metadata += _timestamp_field(timestamp_secs) + length_delimited(6, request_origin.encode('utf-8'))
   request = request_spec + request_inputs
   if output_filter:
     request += b''.join(length_delimited(3, f.encode('utf-8')) for f in output_filter)

@@ -217,27 +217,32 @@ class LogFileWriter:
   def _drop(self, reason: str, count: int):
     self._dropped[reason] = self._dropped.get(reason, 0) + count
 
-  def write(self, record: LogRecord):
-    """Serialize one request's PredictionLogs (arrays packed) and append them; a bad record is
-    dropped."""
-    try:
-      logs = serialized_prediction_logs(record, self._privacy, self.settings.sampling_rate)
-    except Exception:  # pylint: disable=broad-except  # A bad record must not stop logging.
-      log.exception('Cannot convert a request to a PredictionLog; dropped')
-      self._drop('conversion_error', 1)
+  def write(self, records: list[LogRecord]):
+    """Serialize requests' PredictionLogs (arrays packed) and append them in one write; a bad
+    record is dropped. The file rotates after the write that makes it big or old enough."""
+    framed = []
+    for record in records:
+      try:
+        logs = serialized_prediction_logs(record, self._privacy, self.settings.sampling_rate)
+      except Exception:  # pylint: disable=broad-except  # A bad record must not stop logging.
+        log.exception('Cannot convert a request to a PredictionLog; dropped')
+        self._drop('conversion_error', 1)
+        continue
+      framed += map(log_files.frame_record, logs)
+    if not framed:
       return
-    framed = b''.join(log_files.frame_record(p) for p in logs)
+    data = b''.join(framed)
     try:
       if self._file is None:
         self._open()
-      self._file.write(framed)
-      self._size += len(framed)
+      self._file.write(data)
+      self._size += len(data)
     except OSError as e:
-      log.error('Cannot write the request log: %s; %d records dropped', e, len(logs))
-      self._drop('write_error', len(logs))
+      log.error('Cannot write the request log: %s; %d records dropped', e, len(framed))
+      self._drop('write_error', len(framed))
       self._abandon()
       return
-    self._written += len(logs)
+    self._written += len(framed)
     if log_files.should_rotate(self._size, self._opened_at, time.time(),
                                self.settings.max_file_bytes, self.settings.max_file_age_seconds):
       self.finalize()
@@ -328,8 +333,7 @@ def serve_pipe(read_fd: int, report_fd: int):
           writer = LogFileWriter(types.SimpleNamespace(**settings), privacy)
           writer.start()
           continue
-        for fields in pickle.loads(message):
-          writer.write(LogRecord(*fields))
+        writer.write([LogRecord(*fields) for fields in pickle.loads(message)])
     if writer is None:
       continue
     now = time.time()

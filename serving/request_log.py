@@ -156,6 +156,7 @@ class RequestLogger:
     self._restart = None
     self._closing = False
     self._ready = None  # Set when the writer says it is ready (or dies first).
+    self._started = False  # Whether start() succeeded: from then on a dead writer is replaced.
 
   @property
   def writer_pid(self) -> int | None:
@@ -177,6 +178,7 @@ class RequestLogger:
                          f'{WRITER_START_SECONDS:g} s') from None
     if self._process is None:
       raise RuntimeError('The request-log writer process exited at start-up (its error is above)')
+    self._started = True
 
   def sampled(self) -> bool:
     return self.config.sampling_rate >= 1.0 or self._rng.random() < self.config.sampling_rate
@@ -343,7 +345,7 @@ class RequestLogger:
     self._outgoing = collections.deque(m for m in self._outgoing if m[1])
     self._unsettled = 0
     self._process = None
-    if not self._ready.is_set():  # Died before it was ready: start() reports it, no restart.
+    if not self._started:  # Died at start-up: start() reports it, no restart.
       self._ready.set()
       return
     if lost:

@@ -214,21 +214,19 @@ class RequestLogger:
     reports = await self._loop.run_in_executor(None, self._finish, process)
     self._read_reports(reports)
     self._process = None
-    if self._unsettled > 0:  # The writer ended without accounting for these: it died.
-      self._metrics.inc(metrics_lib.LOG_DROPPED, self._unsettled, reason='writer_exited')
-      self._unsettled = 0
+    # What the writer ended without accounting for, or never got: it died.
+    unsent = sum(count for _, count in self._outgoing)
+    lost = self._unsettled + unsent
+    if lost > 0:
+      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+    self._queued -= unsent
+    self._unsettled = 0
+    self._outgoing.clear()
 
   def _finish(self, process) -> bytes:
-    """Blocking: write the rest, close the pipe, collect the writer's last reports."""
-    try:
-      while self._outgoing:
-        view, count = self._outgoing.popleft()
-        process.stdin.write(view)
-        self._queued -= count
-        self._unsettled += count
-      process.stdin.close()
-    except BrokenPipeError:
-      pass
+    """Blocking (the pipe now is): send the rest, close the pipe, collect the last reports."""
+    self._send()
+    process.stdin.close()
     reports = process.stdout.read()
     code = process.wait()
     if code != 0:
@@ -269,7 +267,8 @@ class RequestLogger:
       self._send()
 
   def _send(self):
-    """Write outgoing messages while the pipe has room; wait for room otherwise."""
+    """Write outgoing messages while the pipe has room; wait for room otherwise (never, once
+    `close` made the pipe blocking)."""
     process = self._process
     fd = process.stdin.fileno()
     while self._outgoing:

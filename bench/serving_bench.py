@@ -261,7 +261,7 @@ def free_port() -> int:
 class Server:
   """A server process (embedded Loopline server or naive baseline), started and stopped."""
 
-  def __init__(self, name: str, argv: list[str], rest_port: int, grpc_port: int | None):
+  def __init__(self, name: str, argv: list[str], rest_port: int | None, grpc_port: int | None):
     self.name, self.rest_port, self.grpc_port = name, rest_port, grpc_port
     self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)

@@ -13,6 +13,7 @@ REQUEST_LATENCY = ':tensorflow:serving:request_latency'
 LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**k for k in range(33))
 BATCH_SIZE = 'loopline_serving_batch_size'
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+MODEL_CALLS = 'loopline_serving_model_calls'
 QUEUE_DEPTH = 'loopline_serving_batch_queue_depth'
 LOG_WRITTEN = 'loopline_serving_request_log_records_written'
 LOG_DROPPED = 'loopline_serving_request_log_records_dropped'
@@ -23,6 +24,8 @@ _HELP = {
     REQUEST_COUNT: ('counter', 'Total number of requests, by model and status.'),
     REQUEST_LATENCY: ('histogram', 'Latency of successful requests in microseconds.'),
     BATCH_SIZE: ('histogram', 'Examples per model call made by the batcher.'),
+    MODEL_CALLS: ('counter', 'Model calls by the batcher, by path: "inline" (the low-load fast '
+                  'path, on the event-loop thread) or "batched" (a batch thread).'),
     QUEUE_DEPTH: ('gauge', 'Examples waiting in the batch queues.'),
     LOG_WRITTEN: ('counter', 'PredictionLog records written to disk.'),
     LOG_DROPPED: ('counter', 'PredictionLog records dropped (buffer full or write error).'),

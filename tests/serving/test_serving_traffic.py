@@ -193,6 +193,82 @@ def test_requests_already_arriving_join_the_batch_without_a_timeout():
   assert batches == [7, 1]
 
 
+def _answers_and_logs(server_config, log_dir, calls, concurrently: bool):
+  """Answer `calls` [(request id, x)] through a server: ({id: (status, json, headers)}, {id:
+  logged PredictionLog without its timestamp}, the server's model-call counts by path)."""
+  from test_serving_request_log import read_logs
+  from serving.request_log import request_id_of
+  with ServerThread(server_config) as server:
+
+    def call(item):
+      request_id, x = item
+      response = requests.post(server.rest_url + '/v1/models/m:predict',
+                               json={'instances': [b64(x, 0.5)]},
+                               headers={'X-Request-Id': request_id}, timeout=30)
+      headers = {k: v for k, v in response.headers.items() if k != 'Connection'}
+      return request_id, (response.status_code, response.json(), headers)
+
+    if concurrently:
+      with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        answers = dict(pool.map(call, calls))
+    else:
+      answers = dict(map(call, calls))
+    metrics = server.server.metrics
+    paths = {path: metrics.value(metrics_lib.MODEL_CALLS, path=path)
+             for path in ('inline', 'batched')}
+  logged = {}
+  for prediction_log in read_logs(log_dir):
+    prediction_log.log_metadata.ClearField('timestamp_secs')
+    logged[request_id_of(prediction_log)] = prediction_log
+  return answers, logged, paths
+
+
+def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
+  """At low load a request runs on the event-loop thread (no batch forming); under load it is
+  batched. Same outputs, headers and log records either way."""
+  calls = [(f'r{i}', float(i)) for i in range(6)]
+  fast = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'a')))
+  one_by_one = _answers_and_logs(fast, tmp_path / 'a', calls, concurrently=False)
+  # A batch timeout turns the fast path off: the six concurrent requests wait for each other.
+  batched = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'b')),
+                        batching=BatchingConfig(max_batch_size=6, batch_timeout_micros=5_000_000))
+  together = _answers_and_logs(batched, tmp_path / 'b', calls, concurrently=True)
+  assert one_by_one[2] == {'inline': 6, 'batched': 0}
+  assert together[2] == {'inline': 0, 'batched': 1}
+  assert one_by_one[0] == together[0]
+  assert one_by_one[0]['r3'] == (200, {'predictions': [[6.5]]},
+                                 {'Content-Type': 'application/json', 'Content-Length': '23',
+                                  'X-Model-Version': '2', 'X-Request-Id': 'r3'})
+  assert one_by_one[1] == together[1] and sorted(one_by_one[1]) == [c[0] for c in calls]
+
+
+def test_fast_path_only_when_alone_and_batching_resumes_under_load():
+  calls = []
+
+  def run(inputs):
+    calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
+    return {'y': inputs['x'] * 2}
+
+  async def scenario():
+    options = BatchingConfig(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    alone = [(await batcher.submit({'x': np.array([float(i)])}))['y'].tolist() for i in range(3)]
+    together = await asyncio.gather(*(batcher.submit({'x': np.array([float(i)])})
+                                      for i in range(5)))
+    # Right after a batch of several, a lone request still goes through the batcher once...
+    after_load = [(await batcher.submit({'x': np.array([7.0])}))['y'].tolist() for _ in range(2)]
+    await batcher.close()
+    executor.shutdown()
+    return alone, [t['y'].tolist() for t in together], after_load
+
+  alone, together, after_load = asyncio.run(scenario())
+  assert alone == [[0.0], [2.0], [4.0]] and together == [[2.0 * i] for i in range(5)]
+  assert after_load == [[14.0], [14.0]]
+  # (on the loop's thread, rows): three inline, one batch of five, one batch of one, inline again.
+  assert calls == [(True, 1)] * 3 + [(False, 5), (False, 1), (True, 1)]
+
+
 def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):
   base = str(tmp_path / 'm')
   push(built_models, 'w1', base, 1)

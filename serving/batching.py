@@ -52,6 +52,7 @@ class DynamicBatcher:
     self._wakeup = asyncio.Event()
     self._free_threads = asyncio.Semaphore(options.num_batch_threads)
     self._running: set[asyncio.Task] = set()
+    self._batches_running = 0
     self._arriving = 0  # Requests deciding between the fast path and the queue.
     self._last_call_requests = 1  # Requests served by the latest model call.
     self._inline_allowed = options.batch_timeout_micros == 0
@@ -77,7 +78,7 @@ class DynamicBatcher:
     return await future
 
   def _busy(self) -> bool:
-    return bool(self._tasks or self._running)
+    return bool(self._tasks or self._batches_running)
 
   async def _run_inline_if_alone(self, inputs: dict[str, np.ndarray], rows: int):
     """The low-load fast path: the model's outputs, computed here on the event-loop thread, when
@@ -134,6 +135,7 @@ class DynamicBatcher:
         rows += task.rows
       self._queued_rows -= rows
       self._queue_depth_gauge(-rows)
+      self._batches_running += 1
       running = asyncio.get_running_loop().create_task(self._run_batch(batch, rows))
       self._running.add(running)
       running.add_done_callback(self._running.discard)
@@ -190,6 +192,7 @@ class DynamicBatcher:
           task.future.set_result({a: v[offset:offset + task.rows] for a, v in outputs.items()})
         offset += task.rows
     finally:
+      self._batches_running -= 1
       self._free_threads.release()
 
   async def _run_alone(self, task: _Task):

@@ -194,16 +194,16 @@ def test_requests_already_arriving_join_the_batch_without_a_timeout():
 
 
 def _answers_and_logs(server_config, log_dir, calls, concurrently: bool):
-  """Answer `calls` [(request id, x)] through a server: ({id: (status, json, headers)}, {id:
+  """Answer `calls` [(request id, instance)] through a server: ({id: (status, json, headers)}, {id:
   logged PredictionLog without its timestamp}, the server's model-call counts by path)."""
   from test_serving_request_log import read_logs
   from serving.request_log import request_id_of
   with ServerThread(server_config) as server:
 
     def call(item):
-      request_id, x = item
+      request_id, instance = item
       response = requests.post(server.rest_url + '/v1/models/m:predict',
-                               json={'instances': [b64(x, 0.5)]},
+                               json={'instances': [instance]},
                                headers={'X-Request-Id': request_id}, timeout=30)
       headers = {k: v for k, v in response.headers.items() if k != 'Connection'}
       return request_id, (response.status_code, response.json(), headers)
@@ -226,7 +226,7 @@ def _answers_and_logs(server_config, log_dir, calls, concurrently: bool):
 def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
   """At low load a request runs on the event-loop thread (no batch forming); under load it is
   batched. Same outputs, headers and log records either way."""
-  calls = [(f'r{i}', float(i)) for i in range(6)]
+  calls = [(f'r{i}', b64(float(i), 0.5)) for i in range(6)]  # Same bytes for both servers.
   fast = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'a')))
   one_by_one = _answers_and_logs(fast, tmp_path / 'a', calls, concurrently=False)
   # A batch timeout turns the fast path off: the six concurrent requests wait for each other.

@@ -25,17 +25,20 @@ from serving.service import InferenceService
 class ModelServer:
   """One configured server; start() binds both ports, stop() drains and flushes."""
 
-  def __init__(self, config: ServerConfig):
+  def __init__(self, config: ServerConfig, metrics: metrics_lib.Metrics | None = None,
+               log_relay_pipes: tuple[int, int] | None = None):
+    """`metrics` and `log_relay_pipes`: given to a worker of a pool by `serving.workers`."""
     config.validate()
     self.config = config
-    self.metrics = metrics_lib.Metrics()
+    self.metrics = metrics or metrics_lib.Metrics()
     backend_class = EmbeddedBackend if config.mode == 'embedded' else UpstreamBackend
     self.backend = backend_class(config, self.metrics)
     self.request_logger = None
     if config.request_log.directory:
       privacy = PrivacyFilter(config.privacy.redact_features, config.privacy.hash_features,
                               config.privacy.hash_key, config.privacy.example_input_key)
-      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics)
+      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics,
+                                          relay_pipes=log_relay_pipes)
     self.service = InferenceService(self.backend, self.metrics,
                                     CanaryRouter(config.canary_weights), self.request_logger)
     self.rest = None

@@ -13,7 +13,7 @@ import requests
 
 from conftest import make_config, push
 from serving import metrics as metrics_lib
-from serving.batching import DynamicBatcher
+from serving.batching import FAST_PATH_AFTER_SINGLE_CALLS, DynamicBatcher
 from serving.config import BatchingConfig, RequestLogConfig, parse_model_config_text
 from serving.errors import Code, ServingError
 from serving.server import ServerThread
@@ -256,17 +256,20 @@ def test_fast_path_only_when_alone_and_batching_resumes_under_load():
     alone = [(await batcher.submit({'x': np.array([float(i)])}))['y'].tolist() for i in range(3)]
     together = await asyncio.gather(*(batcher.submit({'x': np.array([float(i)])})
                                       for i in range(5)))
-    # Right after a batch of several, a lone request still goes through the batcher once...
-    after_load = [(await batcher.submit({'x': np.array([7.0])}))['y'].tolist() for _ in range(2)]
+    # After a batch of several, lone requests go through the batcher until that many model calls
+    # in a row served one request each; then the fast path again.
+    after_load = [(await batcher.submit({'x': np.array([7.0])}))['y'].tolist()
+                  for _ in range(FAST_PATH_AFTER_SINGLE_CALLS + 1)]
     await batcher.close()
     executor.shutdown()
     return alone, [t['y'].tolist() for t in together], after_load
 
   alone, together, after_load = asyncio.run(scenario())
   assert alone == [[0.0], [2.0], [4.0]] and together == [[2.0 * i] for i in range(5)]
-  assert after_load == [[14.0], [14.0]]
-  # (on the loop's thread, rows): three inline, one batch of five, one batch of one, inline again.
-  assert calls == [(True, 1)] * 3 + [(False, 5), (False, 1), (True, 1)]
+  assert after_load == [[14.0]] * (FAST_PATH_AFTER_SINGLE_CALLS + 1)
+  # (on the loop's thread, rows): three inline, one batch of five, batches of one, inline again.
+  assert calls == ([(True, 1)] * 3 + [(False, 5)] + [(False, 1)] * FAST_PATH_AFTER_SINGLE_CALLS +
+                   [(True, 1)])
 
 
 def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):

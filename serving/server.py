@@ -6,7 +6,6 @@ cost of the standard loop in the REST hot path); `run(config)` is the blocking e
 and the benchmark.
 """
 import asyncio
-import signal
 import threading
 
 import uvloop
@@ -15,6 +14,7 @@ from serving import metrics as metrics_lib
 from serving.backend import EmbeddedBackend, UpstreamBackend
 from serving.config import ServerConfig
 from serving.grpc_service import GrpcServer
+from serving.lifecycle import run_until_signal
 from serving.privacy import PrivacyFilter
 from serving.request_log import RequestLogger
 from serving.rest import RestServer
@@ -89,21 +89,8 @@ class ModelServer:
 
 def run(config: ServerConfig, announce=print) -> None:
   """Serve until SIGTERM or SIGINT, then shut down cleanly."""
-
-  async def main():
-    server = ModelServer(config)
-    await server.start()
-    announce(server.describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    announce('Shutting down: answering in-flight requests, flushing the request log...')
-    await server.stop()
-    announce('Stopped.')
-
-  uvloop.run(main())
+  run_until_signal(lambda: ModelServer(config), announce,
+                   'Shutting down: answering in-flight requests, flushing the request log...')
 
 
 class ServerThread:

@@ -44,6 +44,7 @@ import tempfile
 
 from serving import metrics as metrics_lib
 from serving.config import ServerConfig
+from serving.lifecycle import run_until_signal
 from serving.privacy import PrivacyFilter
 from serving.request_log import MessageReader, RequestLogger, child_environment
 
@@ -319,23 +320,9 @@ class WorkerPool:
 
 def run(config: ServerConfig, announce=print) -> None:
   """Run the pool until SIGTERM or SIGINT, then drain it."""
-  import uvloop  # pylint: disable=import-outside-toplevel
-
-  async def main():
-    pool = WorkerPool(config)
-    await pool.start()
-    announce(pool.describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    announce('Shutting down: every worker answers its in-flight requests, then the request log '
-             'is flushed...')
-    await pool.stop()
-    announce('Stopped.')
-
-  uvloop.run(main())
+  run_until_signal(lambda: WorkerPool(config), announce,
+                   'Shutting down: every worker answers its in-flight requests, then the request '
+                   'log is flushed...')
 
 
 def main(argv=None):

@@ -37,6 +37,15 @@ def _rate(text: str) -> float:
   return value
 
 
+def _workers(text: str) -> int:
+  """`auto` (the cores this process may run on) or a positive integer."""
+  if text == 'auto':
+    return len(os.sched_getaffinity(0))
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f'{text!r}: expected a positive integer or "auto"')
+  return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser):
   models = parser.add_argument_group('models (TF Serving flags)')
   models.add_argument('--model-config-file', help='TF Serving models.config (text '
@@ -63,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser):
   net.add_argument('--max-body-bytes', type=int, default=ServerConfig.max_body_bytes)
   net.add_argument('--mode', choices=('embedded', 'gateway'), default='embedded')
   net.add_argument('--upstream', help='gateway mode: TF Serving gRPC address, e.g. localhost:8500')
+  net.add_argument('--workers', type=_workers, default=1, metavar='N|auto',
+                   help='Server processes sharing the REST and gRPC ports (SO_REUSEPORT), each '
+                   'with its own models and batcher, one request-log writer for all; "auto": one '
+                   'per core this process may use.')
   routing = parser.add_argument_group('canary routing')
   routing.add_argument('--canary', type=_canary, action='append', default=[],
                        metavar='MODEL:LABEL=W,...', help='Split requests naming only MODEL '
@@ -143,7 +156,8 @@ def config_from_args(args) -> ServerConfig:
           buffer_records=args.log_buffer_records,
           retention_max_age_seconds=args.log_retention_days * 86400,
           retention_max_total_bytes=int(args.log_retention_max_gb * 2**30)),
-      privacy=PrivacyConfig(tuple(args.redact_feature), tuple(args.hash_feature), hash_key))
+      privacy=PrivacyConfig(tuple(args.redact_feature), tuple(args.hash_feature), hash_key),
+      workers=args.workers)
 
 
 def serve(args) -> int:
@@ -154,8 +168,13 @@ def serve(args) -> int:
     config.validate()
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # Keep TensorFlow's start-up noise down.
     warnings.filterwarnings('ignore', category=FutureWarning)
+    announce = lambda text: print(text, flush=True)
+    if config.workers > 1:
+      from serving import workers  # pylint: disable=import-outside-toplevel
+      workers.run(config, announce)
+      return 0
     from serving import server  # TensorFlow loads here, after the arguments are checked.
-    server.run(config, announce=lambda text: print(text, flush=True))
+    server.run(config, announce)
   except (ConfigError, OSError) as e:
     print(f'loopline serve: {e}', file=sys.stderr)
     return 1

@@ -201,6 +201,8 @@ class ServerConfig:
   request_log: RequestLogConfig = dataclasses.field(default_factory=RequestLogConfig)
   privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
   shutdown_grace_seconds: float = 10.0
+  # Server processes sharing the ports (`serving.workers`); each worker sees the pool's size.
+  workers: int = 1
 
   def validate(self):
     if self.mode not in ('embedded', 'gateway'):
@@ -209,6 +211,11 @@ class ServerConfig:
       raise ConfigError('gateway mode needs the upstream TF Serving gRPC address (--upstream)')
     if self.mode == 'embedded' and self.model_config is None and not self.model_config_file:
       raise ConfigError('No models to serve: give a model config file or a model base path')
+    if self.workers < 1:
+      raise ConfigError(f'workers must be at least 1, got {self.workers}')
+    if self.workers > 1 and self.mode != 'embedded':
+      raise ConfigError('--workers applies to the embedded mode only (a gateway forwards to TF '
+                        'Serving, which uses every core itself)')
     if self.max_body_bytes < 1024:
       raise ConfigError('max_body_bytes must be at least 1024')
     self.batching.validate()

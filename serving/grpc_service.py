@@ -28,6 +28,9 @@ from serving.service import Answer, CallContext, InferenceService, request_id_or
 
 PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
 MODEL_SERVICE = 'tensorflow.serving.ModelService'
+POOL_RELOAD_MESSAGE = ('HandleReloadConfigRequest would reach one worker process of the pool only '
+                       '(--workers > 1): change the --model-config-file instead, which every '
+                       'worker re-reads')
 
 
 def _metadata(context) -> dict:
@@ -168,8 +171,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   """tensorflow.serving.ModelService: status and config reloads."""
 
-  def __init__(self, service: InferenceService):
+  def __init__(self, service: InferenceService, workers: int = 1):
     self._backend = service.backend
+    self._workers = workers
 
   @_with_status
   async def GetModelStatus(self, request, context):
@@ -183,6 +187,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   async def HandleReloadConfigRequest(self, request, context):
     if not request.HasField('config'):
       raise invalid_argument('ReloadConfigRequest has no config')
+    if self._workers > 1:
+      raise ServingError(Code.FAILED_PRECONDITION, POOL_RELOAD_MESSAGE)
     await self._backend.reload_config(request.config)
     response = model_management_pb2.ReloadConfigResponse()
     response.status.error_code = int(Code.OK)
@@ -197,11 +203,12 @@ class GrpcServer:
     self._server = grpc.aio.server(options=[
         ('grpc.max_receive_message_length', config.max_body_bytes),
         ('grpc.max_send_message_length', -1),
-        ('grpc.so_reuseport', 0),
+        ('grpc.so_reuseport', int(config.workers > 1)),  # A pool's workers share the port.
     ])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(service, config), self._server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(service, config.workers), self._server)
     self.health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 

@@ -13,6 +13,7 @@ REQUEST_LATENCY = ':tensorflow:serving:request_latency'
 LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**k for k in range(33))
 BATCH_SIZE = 'loopline_serving_batch_size'
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+MODEL_CALLS = 'loopline_serving_model_calls'
 QUEUE_DEPTH = 'loopline_serving_batch_queue_depth'
 LOG_WRITTEN = 'loopline_serving_request_log_records_written'
 LOG_DROPPED = 'loopline_serving_request_log_records_dropped'
@@ -23,6 +24,8 @@ _HELP = {
     REQUEST_COUNT: ('counter', 'Total number of requests, by model and status.'),
     REQUEST_LATENCY: ('histogram', 'Latency of successful requests in microseconds.'),
     BATCH_SIZE: ('histogram', 'Examples per model call made by the batcher.'),
+    MODEL_CALLS: ('counter', 'Model calls by the batcher, by path: "inline" (the low-load fast '
+                  'path, on the event-loop thread) or "batched" (a batch thread).'),
     QUEUE_DEPTH: ('gauge', 'Examples waiting in the batch queues.'),
     LOG_WRITTEN: ('counter', 'PredictionLog records written to disk.'),
     LOG_DROPPED: ('counter', 'PredictionLog records dropped (buffer full or write error).'),
@@ -96,36 +99,62 @@ class Metrics:
     with self._lock:
       return self._values.get((name, tuple(sorted(labels.items()))), 0)
 
-  def render(self) -> str:
-    """The Prometheus text format (version 0.0.4)."""
+  def snapshot(self) -> tuple[dict, dict]:
+    """Plain values (gauges read now): ({(name, labels): value}, {(name, labels): (buckets,
+    counts, count, sum)}), what `render` shows; picklable, and summable with `merge`."""
     with self._lock:
       gauges = list(self._gauges.items())
     values = {(name, ()): read() for name, read in gauges}
     with self._lock:
       values.update(self._values)
-      values = sorted(values.items())
-      histograms = sorted(self._histograms.items(), key=lambda item: item[0])
-      snapshot = [(k, h.buckets, list(h.counts), h.total, h.sum) for k, h in histograms]
-    lines, announced = [], set()
+      histograms = {k: (h.buckets, list(h.counts), h.total, h.sum)
+                    for k, h in self._histograms.items()}
+    return values, histograms
 
-    def announce(name):
-      if name not in announced:
-        announced.add(name)
-        kind, text = _HELP.get(name, ('untyped', name))
-        lines.append(f'# HELP {name} {text}')
-        lines.append(f'# TYPE {name} {kind}')
+  def render(self) -> str:
+    """The Prometheus text format (version 0.0.4)."""
+    return render_snapshot(self.snapshot())
 
-    for (name, labels), value in values:
-      announce(name)
-      lines.append(f'{name}{_labels_text(labels)} {_number(value)}')
-    for (name, labels), buckets, counts, total, total_sum in snapshot:
-      announce(name)
-      cumulative = 0
-      for bound, count in zip(buckets, counts):
-        cumulative += count
-        lines.append(f'{name}_bucket{_labels_text(labels + (("le", _number(bound)),))} '
-                     f'{cumulative}')
-      lines.append(f'{name}_bucket{_labels_text(labels + (("le", "+Inf"),))} {total}')
-      lines.append(f'{name}_sum{_labels_text(labels)} {_number(total_sum)}')
-      lines.append(f'{name}_count{_labels_text(labels)} {total}')
-    return '\n'.join(lines) + '\n'
+
+def merge(snapshots) -> tuple[dict, dict]:
+  """The sum of several `Metrics.snapshot()`s (the processes of a worker pool)."""
+  values, histograms = {}, {}
+  for snapshot_values, snapshot_histograms in snapshots:
+    for key, value in snapshot_values.items():
+      values[key] = values.get(key, 0) + value
+    for key, (buckets, counts, total, total_sum) in snapshot_histograms.items():
+      if key in histograms:
+        _, summed, summed_total, summed_sum = histograms[key]
+        counts = [a + b for a, b in zip(summed, counts)]
+        total, total_sum = total + summed_total, total_sum + summed_sum
+      histograms[key] = (buckets, counts, total, total_sum)
+  return values, histograms
+
+
+def render_snapshot(snapshot: tuple[dict, dict]) -> str:
+  """A snapshot in the Prometheus text format (version 0.0.4)."""
+  values, histograms = snapshot
+  lines, announced = [], set()
+
+  def announce(name):
+    if name not in announced:
+      announced.add(name)
+      kind, text = _HELP.get(name, ('untyped', name))
+      lines.append(f'# HELP {name} {text}')
+      lines.append(f'# TYPE {name} {kind}')
+
+  for (name, labels), value in sorted(values.items()):
+    announce(name)
+    lines.append(f'{name}{_labels_text(labels)} {_number(value)}')
+  for (name, labels), (buckets, counts, total, total_sum) in sorted(histograms.items(),
+                                                                    key=lambda item: item[0]):
+    announce(name)
+    cumulative = 0
+    for bound, count in zip(buckets, counts):
+      cumulative += count
+      lines.append(f'{name}_bucket{_labels_text(labels + (("le", _number(bound)),))} '
+                   f'{cumulative}')
+    lines.append(f'{name}_bucket{_labels_text(labels + (("le", "+Inf"),))} {total}')
+    lines.append(f'{name}_sum{_labels_text(labels)} {_number(total_sum)}')
+    lines.append(f'{name}_count{_labels_text(labels)} {total}')
+  return '\n'.join(lines) + '\n'

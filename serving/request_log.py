@@ -41,7 +41,7 @@ RESTART_DELAY_SECONDS = 1.0
 WRITER_START_SECONDS = 60.0
 PIPE_BYTES = 1 << 20  # Asked of the kernel for the pipe to the writer (Linux's default cap).
 _F_SETPIPE_SZ = 1031
-_LENGTH = struct.Struct('<I')
+_HEADER = struct.Struct('<II')  # Payload length, records in it.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -99,8 +99,9 @@ def pack_record(record: LogRecord) -> tuple:
           _pack_optional(record.scores), _pack_optional(record.values))
 
 
-def frame_message(payload: bytes) -> bytes:
-  return _LENGTH.pack(len(payload)) + payload
+def frame_message(payload: bytes, records: int = 0) -> bytes:
+  """The payload behind its length and the number of records it carries (0 for settings)."""
+  return _HEADER.pack(len(payload), records) + payload
 
 
 class MessageReader:
@@ -113,18 +114,49 @@ class MessageReader:
   def pending_bytes(self) -> int:
     return len(self._buffer)
 
+  def pending_records(self) -> int:
+    """Records of the message whose start was read but not its end (0 if unknown)."""
+    if len(self._buffer) < _HEADER.size:
+      return 0
+    return _HEADER.unpack_from(self._buffer)[1]
+
   def feed(self, chunk: bytes) -> list[bytes]:
+    return [payload for _, payload in self.feed_counted(chunk)]
+
+  def feed_counted(self, chunk: bytes) -> list[tuple[int, bytes]]:
+    """[(records, payload)] of the messages this chunk completes."""
     self._buffer += chunk
     messages, offset = [], 0
-    while len(self._buffer) - offset >= _LENGTH.size:
-      (size,) = _LENGTH.unpack_from(self._buffer, offset)
-      end = offset + _LENGTH.size + size
+    while len(self._buffer) - offset >= _HEADER.size:
+      size, records = _HEADER.unpack_from(self._buffer, offset)
+      end = offset + _HEADER.size + size
       if end > len(self._buffer):
         break
-      messages.append(bytes(self._buffer[offset + _LENGTH.size:end]))
+      messages.append((records, bytes(self._buffer[offset + _HEADER.size:end])))
       offset = end
     del self._buffer[:offset]
     return messages
+
+
+def child_environment() -> dict:
+  """The environment for a child process running `python -m serving.*`: this copy of `serving`
+  first on its path."""
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH')) if p)
+  return env
+
+
+class _Supervisor:
+  """In a pool's worker, the supervisor's ends of the relay pipes, in place of a writer process."""
+
+  def __init__(self, records_fd: int, reports_fd: int):
+    self.stdin = os.fdopen(records_fd, 'wb', buffering=0)
+    self.stdout = os.fdopen(reports_fd, 'rb', buffering=0)
+    self.pid = os.getppid()
+
+  @staticmethod
+  def wait() -> int:
+    return 0
 
 
 # ---- the server side ----------------------------------------------------------------------------
@@ -137,9 +169,12 @@ class RequestLogger:
   """
 
   def __init__(self, config, privacy: PrivacyFilter, metrics: metrics_lib.Metrics,
-               rng: random.Random | None = None):
-    """`config`: a `serving.config.RequestLogConfig` with a directory."""
+               rng: random.Random | None = None, relay_pipes: tuple[int, int] | None = None):
+    """`config`: a `serving.config.RequestLogConfig` with a directory. `relay_pipes`: in a worker
+    of a pool (`serving.workers`), the pipes (records out, reports in) to the pool's supervisor,
+    which relays the records to the pool's one writer process: no writer is started here."""
     self.config = config
+    self._relay_pipes = relay_pipes
     self._privacy = privacy
     self._metrics = metrics
     self._rng = rng or random.Random()
@@ -203,7 +238,11 @@ class RequestLogger:
     if self._restart is not None:
       self._restart.cancel()
     if self._process is None:  # Between a writer's death and its replacement.
-      if not self._pending and not any(count for _, count in self._outgoing):
+      unsent = len(self._pending) + sum(count for _, count in self._outgoing)
+      if not unsent:
+        return
+      if self._relay_pipes is not None:  # The pool's supervisor is gone; no writer to start.
+        self._metrics.inc(metrics_lib.LOG_DROPPED, unsent, reason='writer_exited')
         return
       self._start_writer()
     self._flush_pending()
@@ -236,11 +275,12 @@ class RequestLogger:
   def _start_writer(self):
     self._restart = None
     self._ready = asyncio.Event()
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get('PYTHONPATH')) if p)
-    self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, '-m', 'serving.log_writer'], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, env=env)
+    if self._relay_pipes is not None:
+      self._process = _Supervisor(*self._relay_pipes)
+    else:
+      self._process = subprocess.Popen(  # pylint: disable=consider-using-with
+          [sys.executable, '-m', 'serving.log_writer'], stdin=subprocess.PIPE,
+          stdout=subprocess.PIPE, env=child_environment())
     try:
       fcntl.fcntl(self._process.stdin.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
     except OSError:
@@ -255,6 +295,18 @@ class RequestLogger:
       self._loop.add_reader(process.stdout.fileno(), self._on_reports, process)
       self._send()
 
+  def forward(self, payload: bytes, records: int) -> bool:
+    """Queue a message of `records` packed records that a worker of the pool sent (the
+    supervisor's side of `relay_pipes`); False, and counted, when the buffer is full."""
+    if self._queued + records > self.config.buffer_records:
+      self._metrics.inc(metrics_lib.LOG_DROPPED, records, reason='buffer_full')
+      return False
+    self._outgoing.append([memoryview(frame_message(payload, records)), records])
+    self._queued += records
+    if self._process is not None and not self._closing:
+      self._send()
+    return True
+
   def _flush_pending(self):
     """Pack what accumulated during this loop iteration into one message and send it."""
     self._flush_scheduled = False
@@ -262,7 +314,7 @@ class RequestLogger:
       return
     records, self._pending = self._pending, []
     payload = pickle.dumps([pack_record(r) for r in records], pickle.HIGHEST_PROTOCOL)
-    self._outgoing.append([memoryview(frame_message(payload)), len(records)])
+    self._outgoing.append([memoryview(frame_message(payload, len(records))), len(records)])
     if self._process is not None and not self._closing:
       self._send()
 
@@ -318,6 +370,8 @@ class RequestLogger:
       kind, *labels, amount = line.decode('ascii').split()
       if kind == 'ready':
         self._ready.set()
+      elif kind == 'relayed':  # The supervisor took them; the pool's writer counts them.
+        self._unsettled -= int(amount)
       elif kind == 'written':
         self._metrics.inc(metrics_lib.LOG_WRITTEN, int(amount))
         self._unsettled -= int(amount)
@@ -344,6 +398,10 @@ class RequestLogger:
     self._outgoing = collections.deque(m for m in self._outgoing if m[1])
     self._unsettled = 0
     self._process = None
+    if self._relay_pipes is not None:  # The supervisor is gone: nothing to restart from here.
+      log.error('The worker pool supervisor is gone; %d records lost', lost)
+      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+      return
     if not self._started:  # Died at start-up: start() reports it, no restart.
       self._ready.set()
       return

@@ -69,7 +69,8 @@ class RestServer:
 
   async def start(self, host: str, port: int) -> int:
     self._server = await asyncio.start_server(self._connection, host, port,
-                                              limit=MAX_HEADER_BYTES, reuse_address=True)
+                                              limit=MAX_HEADER_BYTES, reuse_address=True,
+                                              reuse_port=self._config.workers > 1)
     return self._server.sockets[0].getsockname()[1]
 
   async def stop(self, grace_seconds: float):

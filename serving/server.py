@@ -6,7 +6,6 @@ cost of the standard loop in the REST hot path); `run(config)` is the blocking e
 and the benchmark.
 """
 import asyncio
-import signal
 import threading
 
 import uvloop
@@ -15,6 +14,7 @@ from serving import metrics as metrics_lib
 from serving.backend import EmbeddedBackend, UpstreamBackend
 from serving.config import ServerConfig
 from serving.grpc_service import GrpcServer
+from serving.lifecycle import run_until_signal
 from serving.privacy import PrivacyFilter
 from serving.request_log import RequestLogger
 from serving.rest import RestServer
@@ -25,17 +25,20 @@ from serving.service import InferenceService
 class ModelServer:
   """One configured server; start() binds both ports, stop() drains and flushes."""
 
-  def __init__(self, config: ServerConfig):
+  def __init__(self, config: ServerConfig, metrics: metrics_lib.Metrics | None = None,
+               log_relay_pipes: tuple[int, int] | None = None):
+    """`metrics` and `log_relay_pipes`: given to a worker of a pool by `serving.workers`."""
     config.validate()
     self.config = config
-    self.metrics = metrics_lib.Metrics()
+    self.metrics = metrics or metrics_lib.Metrics()
     backend_class = EmbeddedBackend if config.mode == 'embedded' else UpstreamBackend
     self.backend = backend_class(config, self.metrics)
     self.request_logger = None
     if config.request_log.directory:
       privacy = PrivacyFilter(config.privacy.redact_features, config.privacy.hash_features,
                               config.privacy.hash_key, config.privacy.example_input_key)
-      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics)
+      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics,
+                                          relay_pipes=log_relay_pipes)
     self.service = InferenceService(self.backend, self.metrics,
                                     CanaryRouter(config.canary_weights), self.request_logger)
     self.rest = None
@@ -86,21 +89,8 @@ class ModelServer:
 
 def run(config: ServerConfig, announce=print) -> None:
   """Serve until SIGTERM or SIGINT, then shut down cleanly."""
-
-  async def main():
-    server = ModelServer(config)
-    await server.start()
-    announce(server.describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    announce('Shutting down: answering in-flight requests, flushing the request log...')
-    await server.stop()
-    announce('Stopped.')
-
-  uvloop.run(main())
+  run_until_signal(lambda: ModelServer(config), announce,
+                   'Shutting down: answering in-flight requests, flushing the request log...')
 
 
 class ServerThread:

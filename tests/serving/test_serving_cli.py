@@ -92,6 +92,20 @@ def test_bad_options_are_refused(tmp_path, capsys):
     config.validate()
   assert cli.serve(parse('--mode', 'gateway', home=tmp_path)) == 1
   assert '--upstream' in capsys.readouterr().err
+  for bad in ('0', '-2', 'many'):
+    with pytest.raises(SystemExit):
+      parse('--workers', bad)
+  assert 'positive integer or "auto"' in capsys.readouterr().err
+  assert cli.serve(parse('--mode', 'gateway', '--upstream', 'tfs:8500', '--workers', '2',
+                         home=tmp_path)) == 1
+  assert 'embedded mode only' in capsys.readouterr().err
+
+
+def test_workers_option(tmp_path):
+  assert cli.config_from_args(parse(home=tmp_path)).workers == 1
+  assert cli.config_from_args(parse('--workers', '3', home=tmp_path)).workers == 3
+  auto = cli.config_from_args(parse('--workers', 'auto', home=tmp_path)).workers
+  assert auto == len(os.sched_getaffinity(0))
 
 
 class ServeProcess:

@@ -13,7 +13,7 @@ import requests
 
 from conftest import make_config, push
 from serving import metrics as metrics_lib
-from serving.batching import DynamicBatcher
+from serving.batching import FAST_PATH_AFTER_SINGLE_CALLS, DynamicBatcher
 from serving.config import BatchingConfig, RequestLogConfig, parse_model_config_text
 from serving.errors import Code, ServingError
 from serving.server import ServerThread
@@ -191,6 +191,85 @@ def test_requests_already_arriving_join_the_batch_without_a_timeout():
   batches.clear()
   assert asyncio.run(scenario([0, 1, 1, 2, 0, 2, 1, 50])) == [[2.0 * i] for i in range(8)]
   assert batches == [7, 1]
+
+
+def _answers_and_logs(server_config, log_dir, calls, concurrently: bool):
+  """Answer `calls` [(request id, instance)] through a server: ({id: (status, json, headers)}, {id:
+  logged PredictionLog without its timestamp}, the server's model-call counts by path)."""
+  from test_serving_request_log import read_logs
+  from serving.request_log import request_id_of
+  with ServerThread(server_config) as server:
+
+    def call(item):
+      request_id, instance = item
+      response = requests.post(server.rest_url + '/v1/models/m:predict',
+                               json={'instances': [instance]},
+                               headers={'X-Request-Id': request_id}, timeout=30)
+      headers = {k: v for k, v in response.headers.items() if k != 'Connection'}
+      return request_id, (response.status_code, response.json(), headers)
+
+    if concurrently:
+      with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        answers = dict(pool.map(call, calls))
+    else:
+      answers = dict(map(call, calls))
+    metrics = server.server.metrics
+    paths = {path: metrics.value(metrics_lib.MODEL_CALLS, path=path)
+             for path in ('inline', 'batched')}
+  logged = {}
+  for prediction_log in read_logs(log_dir):
+    prediction_log.log_metadata.ClearField('timestamp_secs')
+    logged[request_id_of(prediction_log)] = prediction_log
+  return answers, logged, paths
+
+
+def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
+  """At low load a request runs on the event-loop thread (no batch forming); under load it is
+  batched. Same outputs, headers and log records either way."""
+  calls = [(f'r{i}', b64(float(i), 0.5)) for i in range(6)]  # Same bytes for both servers.
+  fast = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'a')))
+  one_by_one = _answers_and_logs(fast, tmp_path / 'a', calls, concurrently=False)
+  # A batch timeout turns the fast path off: the six concurrent requests wait for each other.
+  batched = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'b')),
+                        batching=BatchingConfig(max_batch_size=6, batch_timeout_micros=5_000_000))
+  together = _answers_and_logs(batched, tmp_path / 'b', calls, concurrently=True)
+  assert one_by_one[2] == {'inline': 6, 'batched': 0}
+  assert together[2] == {'inline': 0, 'batched': 1}
+  assert one_by_one[0] == together[0]
+  assert one_by_one[0]['r3'] == (200, {'predictions': [[6.5]]},
+                                 {'Content-Type': 'application/json', 'Content-Length': '23',
+                                  'X-Model-Version': '2', 'X-Request-Id': 'r3'})
+  assert one_by_one[1] == together[1] and sorted(one_by_one[1]) == [c[0] for c in calls]
+
+
+def test_fast_path_only_when_alone_and_batching_resumes_under_load():
+  calls = []
+
+  def run(inputs):
+    calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
+    return {'y': inputs['x'] * 2}
+
+  async def scenario():
+    options = BatchingConfig(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    alone = [(await batcher.submit({'x': np.array([float(i)])}))['y'].tolist() for i in range(3)]
+    together = await asyncio.gather(*(batcher.submit({'x': np.array([float(i)])})
+                                      for i in range(5)))
+    # After a batch of several, lone requests go through the batcher until that many model calls
+    # in a row served one request each; then the fast path again.
+    after_load = [(await batcher.submit({'x': np.array([7.0])}))['y'].tolist()
+                  for _ in range(FAST_PATH_AFTER_SINGLE_CALLS + 1)]
+    await batcher.close()
+    executor.shutdown()
+    return alone, [t['y'].tolist() for t in together], after_load
+
+  alone, together, after_load = asyncio.run(scenario())
+  assert alone == [[0.0], [2.0], [4.0]] and together == [[2.0 * i] for i in range(5)]
+  assert after_load == [[14.0]] * (FAST_PATH_AFTER_SINGLE_CALLS + 1)
+  # (on the loop's thread, rows): three inline, one batch of five, batches of one, inline again.
+  assert calls == ([(True, 1)] * 3 + [(False, 5)] + [(False, 1)] * FAST_PATH_AFTER_SINGLE_CALLS +
+                   [(True, 1)])
 
 
 def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):

@@ -17,8 +17,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 
-from loopline import home as home_lib
-from pipeline import metadata_queries as mq
+from core import home as home_lib
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline.config import PipelineConfig
 
 HOME_ENV = home_lib.HOME_ENV_VAR
@@ -31,11 +32,10 @@ MONITORING_RUN_ENV = 'LOOPLINE_MONITORING_RUN_ID'
 
 def config_from_env(home: Optional[str] = None) -> PipelineConfig:
   """The PipelineConfig whose home and MLMD the notebook reads."""
-  from pipeline import kubeflow
   home = home_lib.resolve_home(home)
   overrides = {}
   if os.environ.get(MLMD_URL_ENV):
-    overrides['mysql'] = kubeflow.parse_mysql_url(os.environ[MLMD_URL_ENV])
+    overrides['mysql'] = metadata_connection.parse_mysql_url(os.environ[MLMD_URL_ENV])
   if os.environ.get(PIPELINE_ENV):
     overrides['pipeline_name'] = os.environ[PIPELINE_ENV]
   return PipelineConfig(home=home, **overrides)
@@ -48,7 +48,7 @@ def open_store(config: PipelineConfig):
         f'no ML Metadata at {config.metadata_path}: run `loopline train` first, or set '
         f'{HOME_ENV} (or {MLMD_URL_ENV}) to where a run wrote its metadata')
   try:
-    return mq.open_pipeline_store(config)
+    return metadata_connection.open_pipeline_store(config)
   except RuntimeError as e:
     if config.mysql is None:
       raise
@@ -728,11 +728,11 @@ def realized_slices(run: Run):
   every version's requests together). None when the run evaluated nothing (no ground truth)."""
   import pandas as pd
   from components.serving_log_gen import spec as log_gen_spec
-  from pipeline import run_summary
+  from metadata import evaluation as evaluation_lib
   evaluation = run.artifact('RealizedEvaluator', 'evaluation')
   if evaluation is None:
     return None
-  table = pd.DataFrame(run_summary.slice_metrics(evaluation.uri)).set_index('slice')
+  table = pd.DataFrame(evaluation_lib.slice_metrics(evaluation.uri)).set_index('slice')
   versions, columns = [], []
   for name in table.index:
     parts = dict(part.split('=', 1) for part in name.split(', ')) if name != 'overall' else {}

@@ -11,22 +11,13 @@ from typing import List, Optional, Tuple
 
 from components.data_gate import policy as policy_lib
 from components.drift_detector import policy as drift_policy_lib
-from loopline import home as home_lib
-from loopline import spans
+from core import home as home_lib
+from core import spans
+from metadata.connection import MySQLConnection
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
-
-
-@dataclasses.dataclass(frozen=True)
-class MySQLConnection:
-  """ML Metadata on MySQL (as in a Kubeflow cluster)."""
-  host: str
-  port: int
-  database: str
-  username: str
-  password: str = ''
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,11 +17,11 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence
 
-from loopline import home as home_lib
+from core import home as home_lib
 from registry import catalog, checks, lineage, serving_config, stages
 from registry.errors import (ConcurrentChangeError, RefusedError, RegistryError,
                              UnknownVersionError)
-from registry.graph import Graph
+from metadata.graph import Graph
 from registry.store import RegistryStore, Transition
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0

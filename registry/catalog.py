@@ -4,15 +4,15 @@ A serving version is the `pushed_version` of PushedModel artifacts with `pushed=
 identical re-push records the same version again: one entry, its first push is its origin). A
 Model artifact that no push consumed is listed as a dev model, `model:<artifact id>`.
 
-No TFX import: ML Metadata (through `registry.graph`) and small JSON files.
+No TFX import: ML Metadata (through `metadata.graph`) and small JSON files.
 """
 import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
-from pipeline import metadata_queries as mq
+from metadata import queries as mq
 from registry import stages
-from registry.graph import Graph
+from metadata.graph import Graph
 
 PUSHED_MODEL_TYPE, MODEL_TYPE = 'PushedModel', 'Model'
 DEV_PREFIX = 'model:'

@@ -11,9 +11,9 @@ No TFX import.
 """
 from typing import Any, Dict, List
 
-from pipeline import metadata_queries as mq
+from metadata import queries as mq
 from registry import catalog
-from registry.graph import Graph
+from metadata.graph import Graph
 
 ROLES = (('ExampleGen', 'data'), ('SchemaGen', 'schema'), ('StatisticsGen', 'statistics'),
          ('ExampleValidator', 'validation'), ('DataGate', 'data gate'),

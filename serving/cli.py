@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from loopline import home as home_lib
+from core import home as home_lib
 from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_REST_PORT, BatchingConfig,
                             ConfigError, PrivacyConfig, RequestLogConfig, ServerConfig,
                             single_model_proto)

@@ -15,8 +15,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.baseline_resolver import executor as resolver
 from components.baseline_resolver import manifest as manifest_lib
-from pipeline import lineage
-from pipeline import metadata_queries as mq
+from metadata import lineage
+from metadata import connection as metadata_connection
 
 VERSION = '1795759493'
 ROOT = 'gs://bucket/loopline/pipeline_root/loopline-training/run-1'
@@ -113,11 +113,11 @@ def test_walks_the_kubeflow_layout(tmp_path):
 
 def test_the_store_is_opened_from_its_url(tmp_path):
   kfp, _ = kfp_training_run(str(tmp_path / 'kfp.sqlite'))
-  store = mq.open_store(mq.connection_from_url(f'sqlite://{kfp.path}'))
+  store = metadata_connection.open_store(metadata_connection.connection_from_url(f'sqlite://{kfp.path}'))
   assert resolver.resolve_manifest(store, 'big_tipper').model_version == int(VERSION)
-  client = mq.connection_from_url('grpc://metadata-grpc-service.kubeflow:8080')
+  client = metadata_connection.connection_from_url('grpc://metadata-grpc-service.kubeflow:8080')
   assert (client.host, client.port) == ('metadata-grpc-service.kubeflow', 8080)
-  mysql = mq.connection_from_url('mysql://ml:pw@db:3307/metadb').mysql
+  mysql = metadata_connection.connection_from_url('mysql://ml:pw@db:3307/metadb').mysql
   assert (mysql.host, mysql.port, mysql.user, mysql.password, mysql.database) == (
       'db', 3307, 'ml', 'pw', 'metadb')
 
@@ -132,7 +132,7 @@ def test_the_store_is_opened_from_its_url(tmp_path):
 ])
 def test_bad_store_urls_are_named(url, error, message):
   with pytest.raises(error, match=message):
-    mq.connection_from_url(url)
+    metadata_connection.connection_from_url(url)
 
 
 def test_unknown_version_and_broken_lineage_are_named(tmp_path):

@@ -22,8 +22,8 @@ from components.drift_detector import executor as detector
 from components.drift_detector import policy as policy_lib
 from components.drift_detector import spec
 from components.serving_log_gen import spec as log_spec
-from loopline import examples as examples_lib
-from loopline import scenarios
+from core import examples as examples_lib
+from traffic import scenarios
 from pipeline.config import REPO_ROOT
 from tests.conftest import read_span
 

@@ -19,6 +19,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.data_gate import spec as data_gate_spec
 from loopline import cli
+from metadata import connection as metadata_connection
 from pipeline import kubeflow
 from pipeline import training_pipeline
 from pipeline.config import REPO_ROOT, PipelineConfig
@@ -35,7 +36,7 @@ IN_PROCESS_BEAM = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
 def _config(**overrides):
   settings = dict(home=ROOT, data_root=kubeflow.IMAGE_DATA_ROOT,
                   schema_path=kubeflow.IMAGE_SCHEMA_PATH,
-                  mysql=kubeflow.parse_mysql_url(kubeflow.CLUSTER_MLMD_URL))
+                  mysql=metadata_connection.parse_mysql_url(kubeflow.CLUSTER_MLMD_URL))
   settings.update(overrides)
   return PipelineConfig(**settings)
 
@@ -546,12 +547,12 @@ def test_compile_refuses_local_pipeline_root(tmp_path):
 
 
 def test_parse_mysql_url():
-  connection = kubeflow.parse_mysql_url('mysql://ml%40user:p%3Ass@db.example:3307/meta')
+  connection = metadata_connection.parse_mysql_url('mysql://ml%40user:p%3Ass@db.example:3307/meta')
   assert (connection.host, connection.port, connection.database, connection.username,
           connection.password) == ('db.example', 3307, 'meta', 'ml@user', 'p:ss')
-  assert kubeflow.parse_mysql_url('mysql://root@mysql/metadb').port == 3306
-  with pytest.raises(kubeflow.CompileError, match='has no host'):
-    kubeflow.parse_mysql_url('mysql://u@/db')
+  assert metadata_connection.parse_mysql_url('mysql://root@mysql/metadb').port == 3306
+  with pytest.raises(ValueError, match='has no host'):
+    metadata_connection.parse_mysql_url('mysql://u@/db')
 
 
 @pytest.fixture(scope='module')

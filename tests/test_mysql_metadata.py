@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from loopline import cli
-from pipeline import kubeflow
-from pipeline import metadata_queries as mq
+from pipeline import training_run
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline import training_pipeline
 from pipeline.config import REPO_ROOT, PipelineConfig
 from tests.conftest import import_loopline_nb, sample_spans
@@ -47,7 +47,7 @@ def mysql_url(tmp_path_factory):
 @pytest.fixture(scope='module')
 def mysql_run(mysql_url, tmp_path_factory):
   """The quick pipeline on MySQL, run as `loopline train` runs it (LocalDagRunner), then read
-  back with the run summary. (`cli.train` also stages the pushed model in the registry, which
+  back with the run summary. (`training_run.train` also stages the pushed model in the registry, which
   fails on MySQL: see test_registry_staging_on_mysql.)"""
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from pipeline import run_summary
@@ -55,8 +55,8 @@ def mysql_run(mysql_url, tmp_path_factory):
   config = PipelineConfig.quick(
       str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
       last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
-      mysql=kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
-  cli.check_inputs(config)
+      mysql=metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
+  training_run.check_inputs(config)
   LocalDagRunner().run(training_pipeline.create_pipeline(
       config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
   return config, run_summary.collect(config)
@@ -65,7 +65,7 @@ def mysql_run(mysql_url, tmp_path_factory):
 def test_the_training_pipeline_records_to_mysql(mysql_run):
   config, summary = mysql_run
   assert not os.path.exists(config.metadata_path)        # nothing went to SQLite
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   assert config.mysql.database == 'loopline_mlmd'
   runs = mq.run_contexts(store, config.pipeline_name)
   assert [r.name for r in runs] == [summary['run_id']]
@@ -118,8 +118,8 @@ def test_registry_staging_on_mysql(mysql_run):
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
   nb = import_loopline_nb()
-  good = kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
-  wrong_password = kubeflow.parse_mysql_url(
+  good = metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
+  wrong_password = metadata_connection.parse_mysql_url(
       f'mysql://{good.username}:not-the-password@{good.host}:{good.port}/loopline_mlmd')
   config = PipelineConfig(home=str(tmp_path), mysql=wrong_password)
   with pytest.raises(ConnectionError, match=r'cannot open ML Metadata on MySQL '
@@ -127,7 +127,7 @@ def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
                                             r'answers: check the user, password and database '
                                             r'\(MLMD: mysql_real_connect failed'):
     nb.open_run(config=config)
-  closed = kubeflow.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
+  closed = metadata_connection.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
   with pytest.raises(ConnectionError, match=r'nothing answers on 127\.0\.0\.1:\d+ \('
                                             r'Connection refused\)'):
     nb.open_run(config=PipelineConfig(home=str(tmp_path), mysql=closed))

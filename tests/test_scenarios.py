@@ -4,7 +4,7 @@ import collections
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from loopline import scenarios
+from traffic import scenarios
 from tests.conftest import read_span
 
 _, ROWS = read_span(3)

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Union
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import metadata_queries as mq
+from metadata import queries as mq
 
 PUSHED_MODEL_TYPE = 'PushedModel'
 MODEL_TYPE = 'Model'

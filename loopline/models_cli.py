@@ -22,7 +22,7 @@ EXIT_REFUSED, EXIT_BAD_INPUT = 1, 2
 
 
 def _registry(args):
-  from loopline import home as home_lib
+  from core import home as home_lib
   from pipeline.config import PipelineConfig
   from registry.api import Registry
   return Registry(PipelineConfig(home=home_lib.resolve_home(getattr(args, 'home', None))))

@@ -1,7 +1,7 @@
 """`loopline replay`: send held-back spans to the model server as production traffic would.
 
 Rows of the chosen spans (by default the "future" spans 6-8) go through a breakage scenario
-(loopline/scenarios.py), become serialized tf.Examples the way the upstream service builds them
+(traffic/scenarios.py), become serialized tf.Examples the way the upstream service builds them
 (typed by the curated schema, except the columns the scenario sends as text), and are sent one
 request per row over REST or gRPC with a request id, at a
 bounded rate and concurrency. The label is never sent: it is kept in the replay's ground-truth

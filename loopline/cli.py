@@ -189,11 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subsystem_commands():
   """Subcommands that live with their subsystem: each module has `register(subparsers)`."""
-  from loopline import traffic_cli
+  from loopline import models_cli, traffic_cli
   from pipeline import kubeflow
-  from loopline import models_cli
   from serving import cli as serving_cli
-  return [serving_cli.register, traffic_cli.register, kubeflow.register, registry_cli.register]
+  return [serving_cli.register, traffic_cli.register, kubeflow.register, models_cli.register]
 
 
 def main(argv=None) -> int:

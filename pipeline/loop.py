@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional
 from core import home as home_lib
 from core import spans as spans_lib
 from pipeline.config import PipelineConfig
+from traffic import replay as replay_lib
 
 CLEAN_SPLIT = 'eval'
 DRIFT_SPANS = (7, 8)
@@ -41,6 +42,9 @@ DRIFT_SCENARIO = 'fare_inflation'
 # spans 7-8 with its label), in the scenario the canary was retrained for.
 CANARY_SPANS = (6, 6)
 CANARY_WEIGHTS = 'stable=80,canary=20'
+# Reproducible canary split: each replayed row carries its position as the routing key, which the
+# seed hashes; two loops on the same data send the same rows to the same label.
+ROUTING_SEED = 11
 LOG_FILE_AGE_SECONDS = 2
 
 
@@ -68,6 +72,8 @@ class EmbeddedServer:
                '--model-config-file-poll-wait-seconds', '1',
                '--rest-port', str(self.rest_port), '--grpc-port', str(self.grpc_port),
                '--canary', f'{self.model_name}:{CANARY_WEIGHTS}',
+               '--sticky-header', replay_lib.ROUTING_KEY_HEADER,
+               '--routing-seed', str(ROUTING_SEED),
                '--log-max-file-age-seconds', str(LOG_FILE_AGE_SECONDS)]
     os.makedirs(os.path.dirname(self.log_file), exist_ok=True)
     self._log = open(self.log_file, 'ab')

@@ -25,7 +25,7 @@ def check_inputs(config) -> None:
       raise ValueError(f'schema file {config.schema_path!r} declares no feature')
 
 
-def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) -> dict:
+def train(config, out=None, holdout_spans=None, holdout_data_root=None) -> dict:
   """Runs the training pipeline with LocalDagRunner; returns the run summary.
 
   `holdout_spans`: later spans (under `holdout_data_root`, default the config's data root) that
@@ -35,6 +35,7 @@ def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) ->
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from components.data_gate.executor import DataGateError
   from pipeline import holdout, progress, run_summary, training_pipeline
+  out = out or sys.stdout      # looked up per call: a test's or a notebook's stdout may change
   check_inputs(config)
   log_file = os.path.join(config.home, 'logs', f'train-{time.strftime("%Y%m%d-%H%M%S")}.log')
   print(f'Training pipeline {config.pipeline_name}', file=out)

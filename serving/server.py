@@ -37,7 +37,8 @@ class ModelServer:
                               config.privacy.hash_key, config.privacy.example_input_key)
       self.request_logger = RequestLogger(config.request_log, privacy, self.metrics)
     self.service = InferenceService(self.backend, self.metrics,
-                                    CanaryRouter(config.canary_weights), self.request_logger)
+                                    CanaryRouter(config.canary_weights, seed=config.routing_seed),
+                                    self.request_logger)
     self.rest = None
     self.grpc = None
     self.rest_port = self.grpc_port = None

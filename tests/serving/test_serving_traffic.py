@@ -81,6 +81,25 @@ def test_sticky_routing_key_keeps_a_user_on_one_version(two_versions):
     assert {version_for(f'user-{i}') for i in range(40)} == {'1', '2'}
 
 
+def test_servers_with_one_routing_seed_route_a_request_sequence_identically(two_versions):
+  """`--routing-seed`: two servers with the same seed answer the same sequence of bare-name
+  requests with the same versions; another seed splits it differently."""
+
+  def versions_answering(seed):
+    config = make_config(two_versions, model_config=parse_model_config_text(
+        two_version_config(two_versions)), canary_weights={'m': {'stable': 50, 'canary': 50}},
+                         routing_seed=seed)
+    with ServerThread(config) as server, requests.Session() as session:
+      return [session.post(server.rest_url + '/v1/models/m:predict',
+                           json={'instances': [b64(1)]}, timeout=30).headers['X-Model-Version']
+              for _ in range(40)]
+
+  first = versions_answering(11)
+  assert set(first) == {'1', '2'}
+  assert versions_answering(11) == first
+  assert versions_answering(12) != first
+
+
 def test_canary_falls_back_when_a_label_is_unassigned(two_versions):
   config = make_config(two_versions, model_config=parse_model_config_text(
       two_version_config(two_versions, canary=None)),

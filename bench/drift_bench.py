@@ -53,10 +53,10 @@ from components.drift_detector import executor as detector
 from components.drift_detector import policy as policy_lib
 from components.serving_log_gen import executor as log_executor
 from core import examples as examples_lib
-from traffic import scenarios
 from core import spans as spans_lib
 from pipeline.config import REPO_ROOT
 from serving import log_files
+from traffic import scenarios
 
 BASELINE_ROWS = 9_500
 TIMING_SIZES = (1_000, 10_000, 100_000)

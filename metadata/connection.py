@@ -20,6 +20,7 @@ GRPC_SCHEME = 'grpc://'
 MYSQL_SCHEME = 'mysql://'
 
 
+# (`duplicates` pairs this with BaselineManifest: two frozen dataclasses of fields, no shared logic.)
 @dataclasses.dataclass(frozen=True)
 class MySQLConnection:
   """ML Metadata on MySQL (as in a Kubeflow cluster)."""
@@ -62,8 +63,12 @@ def mysql_url(mysql: MySQLConnection) -> str:
           f'{mysql.port}/{mysql.database}')
 
 
-def _mysql_connection(mysql: MySQLConnection) -> metadata_store_pb2.ConnectionConfig:
+def _mysql_connection(mysql: MySQLConnection,
+                      read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
+  """`read_only`: MLMD's connect must not `CREATE DATABASE IF NOT EXISTS` (a SELECT-only user
+  may not even ask)."""
   connection = metadata_store_pb2.ConnectionConfig()
+  connection.mysql.skip_db_creation = read_only
   connection.mysql.host = mysql.host
   connection.mysql.port = mysql.port
   connection.mysql.database = mysql.database
@@ -76,9 +81,9 @@ def connection_config(config, read_only: bool = False) -> metadata_store_pb2.Con
   """The MLMD connection of a PipelineConfig: MySQL when configured, else SQLite in the home.
 
   `read_only`: an existing SQLite file is opened READONLY (a home without one yet gets an empty
-  store, as before: there is nothing to protect)."""
+  store, as before: there is nothing to protect); on MySQL the database is not created."""
   if config.mysql:
-    return _mysql_connection(config.mysql)
+    return _mysql_connection(config.mysql, read_only)
   connection = metadata_store_pb2.ConnectionConfig()
   connection.sqlite.filename_uri = config.metadata_path
   if read_only and os.path.isfile(config.metadata_path):
@@ -114,7 +119,7 @@ def connection_from_url(url: str):
       raise ValueError(f'ML Metadata URL {url!r} must look like grpc://HOST:PORT')
     return metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
   if url.startswith(MYSQL_SCHEME):
-    return _mysql_connection(parse_mysql_url(url))
+    return _mysql_connection(parse_mysql_url(url), read_only=True)
   if url.startswith(SQLITE_SCHEME):
     path = url[len(SQLITE_SCHEME):]
     if not os.path.isabs(path):

@@ -1,4 +1,5 @@
-"""An Evaluator's output read back: TFMA's metrics per slice (the evaluation the lineage walk finds).
+"""An Evaluator's output read back: TFMA's metrics per slice (the evaluation the lineage walk
+finds).
 
 TFMA is imported inside the function (its import alone takes seconds).
 """

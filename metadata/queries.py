@@ -10,9 +10,7 @@ from typing import Any, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-PIPELINE_CONTEXT_TYPE = 'pipeline'
-RUN_CONTEXT_TYPE = 'pipeline_run'
-NODE_CONTEXT_TYPE = 'node'
+from metadata.layout import NODE_CONTEXT_TYPE, PIPELINE_CONTEXT_TYPE, RUN_CONTEXT_TYPE
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'

@@ -20,10 +20,11 @@ from ml_metadata.proto import metadata_store_pb2
 from core import home as home_lib
 from metadata import connection as metadata_connection
 from metadata import queries as mq
+from pipeline import config as config_lib
 from pipeline.config import PipelineConfig
 
 HOME_ENV = home_lib.HOME_ENV_VAR
-MLMD_URL_ENV = 'LOOPLINE_MLMD_URL'
+MLMD_URL_ENV = config_lib.MLMD_URL_ENV
 RUN_ENV = 'LOOPLINE_RUN_ID'
 PIPELINE_ENV = 'LOOPLINE_PIPELINE'
 MODEL_VERSION_ENV = 'LOOPLINE_MODEL_VERSION'
@@ -32,13 +33,10 @@ MONITORING_RUN_ENV = 'LOOPLINE_MONITORING_RUN_ID'
 
 def config_from_env(home: Optional[str] = None) -> PipelineConfig:
   """The PipelineConfig whose home and MLMD the notebook reads."""
-  home = home_lib.resolve_home(home)
   overrides = {}
-  if os.environ.get(MLMD_URL_ENV):
-    overrides['mysql'] = metadata_connection.parse_mysql_url(os.environ[MLMD_URL_ENV])
   if os.environ.get(PIPELINE_ENV):
     overrides['pipeline_name'] = os.environ[PIPELINE_ENV]
-  return PipelineConfig(home=home, **overrides)
+  return PipelineConfig.for_home(home_lib.resolve_home(home), **overrides)
 
 
 def open_store(config: PipelineConfig):
@@ -48,7 +46,7 @@ def open_store(config: PipelineConfig):
         f'no ML Metadata at {config.metadata_path}: run `loopline train` first, or set '
         f'{HOME_ENV} (or {MLMD_URL_ENV}) to where a run wrote its metadata')
   try:
-    return metadata_connection.open_pipeline_store(config)
+    return metadata_connection.open_pipeline_store(config, read_only=True)
   except RuntimeError as e:
     if config.mysql is None:
       raise

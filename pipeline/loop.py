@@ -59,7 +59,8 @@ def _free_port() -> int:
 
 
 class EmbeddedServer:
-  """`loopline serve` (as `python -m serving serve`) in a subprocess on free loopback ports, reading the home's models.config."""
+  """`loopline serve` (as `python -m serving serve`) in a subprocess on free loopback ports,
+  reading the home's models.config."""
 
   def __init__(self, home: str, model_name: str, log_file: str):
     self.home, self.model_name, self.log_file = home, model_name, log_file

@@ -3,8 +3,8 @@ import os
 from typing import Any, Dict, List, Optional
 
 from metadata import connection as metadata_connection
-from metadata.evaluation import slice_metrics
 from metadata import queries as mq
+from metadata.evaluation import slice_metrics
 from pipeline.config import PipelineConfig
 
 MIN_SLICE_EXAMPLES = 50     # smaller slices are too noisy to call "the worst"

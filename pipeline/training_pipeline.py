@@ -10,10 +10,10 @@ from tfx.proto import range_config_pb2
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
 from components.span_example_gen.component import SpanRangeCsvExampleGen
-from models import features
+from core.statistics import STATS_OPTIONS
 from metadata import connection as metadata_connection
 from metadata import queries as metadata_queries
-from core.statistics import STATS_OPTIONS
+from models import features
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'

@@ -10,9 +10,10 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
+from metadata import layout
 from metadata import queries as mq
-from registry import stages
 from metadata.graph import Graph
+from registry import stages
 
 PUSHED_MODEL_TYPE, MODEL_TYPE = 'PushedModel', 'Model'
 DEV_PREFIX = 'model:'
@@ -107,7 +108,7 @@ def build(graph: Graph, serving_model_dir: str, recorded: Dict[int, Any],
   """
   by_version: Dict[int, List[Any]] = {}
   for pushed in graph.artifacts_of_type(PUSHED_MODEL_TYPE):
-    version = str(mq.custom_property(pushed, 'pushed_version') or '')
+    version = str(layout.number(mq.custom_property(pushed, 'pushed_version')) or '')
     if mq.custom_property(pushed, 'pushed') and version.isdigit():
       by_version.setdefault(int(version), []).append(pushed)
   pushed_model_ids = set()

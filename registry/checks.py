@@ -27,8 +27,8 @@ _NOT_METRICS = {'model_name', 'model_version', 'tfx_version', 'is_external', 'st
                 'window_start', 'window_end'}
 
 
-def open_store(config) -> metadata_store.MetadataStore:
-  return metadata_connection.open_pipeline_store(config)
+def open_store(config, read_only: bool = False) -> metadata_store.MetadataStore:
+  return metadata_connection.open_pipeline_store(config, read_only)
 
 
 def load_error(model_name: str, version: int, path: str) -> Optional[str]:

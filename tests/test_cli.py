@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from loopline import cli
 from core import spans
+from loopline import cli
 
 
 def _run(capsys, *argv):

@@ -17,14 +17,14 @@ from components.serving_log_gen import feedback as feedback_lib
 from components.serving_log_gen.component import ServingLogExampleGen
 from core import examples as examples_lib
 from core import home as home_lib
-from traffic import scenarios
-from metadata import lineage
-from metadata import connection as metadata_connection
-from metadata import queries as mq
 from core.statistics import STATS_OPTIONS
+from metadata import connection as metadata_connection
+from metadata import lineage
+from metadata import queries as mq
 from serving import log_files
 from tests.conftest import read_span
 from tests.test_serving_log_gen import prediction_log
+from traffic import scenarios
 
 PIPELINE = 'loopline-monitoring-test'
 

@@ -18,9 +18,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from components.drift_detector import columns as columns_lib
 from components.drift_detector import drift
 from components.drift_detector import policy as policy_lib
-from traffic import scenarios
 from pipeline.config import REPO_ROOT
 from tests.conftest import read_span
+from traffic import scenarios
 
 BASELINE_ROWS = 9_500
 CLEAN_WINDOWS = {100: 1000, 1_000: 1000, 10_000: 250}     # window size -> clean windows measured

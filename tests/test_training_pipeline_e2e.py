@@ -12,11 +12,11 @@ import pytest
 import tensorflow as tf
 
 from components.data_gate.executor import DataGateError
-from pipeline import training_run
 from core import examples as examples_lib
-from models import features
 from metadata import connection as metadata_connection
 from metadata import queries as mq
+from models import features
+from pipeline import training_run
 from pipeline.config import PipelineConfig
 from tests.conftest import read_span, sample_spans, write_span
 

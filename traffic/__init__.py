@@ -1,1 +1,2 @@
-"""Production traffic for the loop: scenarios, the replay client, and its ground truth delivered later."""
+"""Production traffic for the loop: scenarios, the replay client, and its ground truth delivered
+later."""

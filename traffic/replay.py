@@ -3,10 +3,11 @@
 Rows of the chosen spans (by default the "future" spans 6-8) go through a breakage scenario
 (traffic/scenarios.py), become serialized tf.Examples the way the upstream service builds them
 (typed by the curated schema, except the columns the scenario sends as text), and are sent one
-request per row over REST or gRPC with a request id and a routing key (the row's position, so a
-server with a sticky routing header and a routing seed sends the same rows to the same label on
-every replay, whatever the concurrency), at a bounded rate and concurrency. The label is never sent: it is kept in the replay's ground-truth
-manifest, `<home>/replays/<replay id>/ground_truth.csv`, which `loopline feedback` delivers later.
+request per row over REST or gRPC with a request id and a routing key (the row's position: a
+server with a sticky routing header and a routing seed then sends the same rows to the same label
+on every replay, whatever the concurrency), at a bounded rate and concurrency. The label is never
+sent: it is kept in the replay's ground-truth manifest,
+`<home>/replays/<replay id>/ground_truth.csv`, which `loopline feedback` delivers later.
 """
 import base64
 import concurrent.futures

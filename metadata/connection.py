@@ -64,11 +64,11 @@ def mysql_url(mysql: MySQLConnection) -> str:
 
 
 def _mysql_connection(mysql: MySQLConnection,
-                      read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
-  """`read_only`: MLMD's connect must not `CREATE DATABASE IF NOT EXISTS` (a SELECT-only user
-  may not even ask)."""
+                      create: bool = True) -> metadata_store_pb2.ConnectionConfig:
+  """`create`: MLMD's connect runs `CREATE DATABASE IF NOT EXISTS` (a pipeline run's first
+  write); readers and the registry, which only add to an existing store, must not even ask."""
   connection = metadata_store_pb2.ConnectionConfig()
-  connection.mysql.skip_db_creation = read_only
+  connection.mysql.skip_db_creation = not create
   connection.mysql.host = mysql.host
   connection.mysql.port = mysql.port
   connection.mysql.database = mysql.database
@@ -77,13 +77,15 @@ def _mysql_connection(mysql: MySQLConnection,
   return connection
 
 
-def connection_config(config, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
+def connection_config(config, read_only: bool = False,
+                      create: bool = True) -> metadata_store_pb2.ConnectionConfig:
   """The MLMD connection of a PipelineConfig: MySQL when configured, else SQLite in the home.
 
   `read_only`: an existing SQLite file is opened READONLY (a home without one yet gets an empty
-  store, as before: there is nothing to protect); on MySQL the database is not created."""
+  store, as before: there is nothing to protect), and a MySQL database is not created;
+  `create=False`: a MySQL database is not created either (the registry's writes)."""
   if config.mysql:
-    return _mysql_connection(config.mysql, read_only)
+    return _mysql_connection(config.mysql, create and not read_only)
   connection = metadata_store_pb2.ConnectionConfig()
   connection.sqlite.filename_uri = config.metadata_path
   if read_only and os.path.isfile(config.metadata_path):
@@ -119,7 +121,7 @@ def connection_from_url(url: str):
       raise ValueError(f'ML Metadata URL {url!r} must look like grpc://HOST:PORT')
     return metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
   if url.startswith(MYSQL_SCHEME):
-    return _mysql_connection(parse_mysql_url(url), read_only=True)
+    return _mysql_connection(parse_mysql_url(url), create=False)
   if url.startswith(SQLITE_SCHEME):
     path = url[len(SQLITE_SCHEME):]
     if not os.path.isabs(path):
@@ -140,9 +142,10 @@ def open_store(connection) -> metadata_store.MetadataStore:
   return metadata_store.MetadataStore(connection, enable_upgrade_migration=False)
 
 
-def open_pipeline_store(config, read_only: bool = False) -> metadata_store.MetadataStore:
-  """The MLMD store of a PipelineConfig (`read_only`: see `connection_config`)."""
-  return open_store(connection_config(config, read_only))
+def open_pipeline_store(config, read_only: bool = False,
+                        create: bool = True) -> metadata_store.MetadataStore:
+  """The MLMD store of a PipelineConfig (`read_only`, `create`: see `connection_config`)."""
+  return open_store(connection_config(config, read_only, create))
 
 
 _DENIED = re.compile(r'\b([A-Z]+(?: [A-Z]+)*) command denied to user', re.IGNORECASE)

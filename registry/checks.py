@@ -28,7 +28,8 @@ _NOT_METRICS = {'model_name', 'model_version', 'tfx_version', 'is_external', 'st
 
 
 def open_store(config, read_only: bool = False) -> metadata_store.MetadataStore:
-  return metadata_connection.open_pipeline_store(config, read_only)
+  """The pipeline's store; the registry never creates the database (a pipeline run did)."""
+  return metadata_connection.open_pipeline_store(config, read_only, create=False)
 
 
 def load_error(model_name: str, version: int, path: str) -> Optional[str]:

@@ -21,11 +21,15 @@ ENV PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 # schema_file and data_root point elsewhere per run).
 WORKDIR /loopline
 COPY constraints.txt setup.py ./
-COPY loopline/ loopline/
-COPY pipeline/ pipeline/
-COPY components/ components/
+COPY core/ core/
 COPY models/ models/
+COPY metadata/ metadata/
+COPY components/ components/
 COPY serving/ serving/
+COPY traffic/ traffic/
+COPY registry/ registry/
+COPY pipeline/ pipeline/
+COPY loopline/ loopline/
 COPY schema/ schema/
 COPY data/spans/ data/spans/
 

@@ -11,8 +11,9 @@ setuptools.setup(
     description='End-to-end TFX pipeline: data, validation, training, serving, drift, retraining.',
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=[
-        'loopline', 'loopline.*', 'pipeline', 'pipeline.*', 'components', 'components.*',
-        'models', 'models.*', 'serving', 'serving.*', 'registry', 'registry.*']),
+        'core', 'core.*', 'models', 'models.*', 'metadata', 'metadata.*', 'components',
+        'components.*', 'serving', 'serving.*', 'traffic', 'traffic.*', 'registry', 'registry.*',
+        'pipeline', 'pipeline.*', 'loopline', 'loopline.*']),
     install_requires=[
         'tfx[kfp]==1.16.0',
         'apache-beam[gcp]==2.59.0',

@@ -5,7 +5,7 @@
 Data: the training spans 1-5 (11,938 rows) are the population. The baseline is 9,500 rows drawn
 from it (a train split's size); windows are drawn from it independently (clean traffic: exactly
 the baseline's distribution, so every flag on them is a false alarm), then optionally transformed
-by a scenario (loopline/scenarios.py: what it changes is what should be detected).
+by a scenario (traffic/scenarios.py: what it changes is what should be detected).
 
 1. Cost: windows of 1k, 10k and 100k logged requests are written as PredictionLog files, then
    timed: conversion (ServingLogExampleGen's `generate_window`: read, convert, join, write the
@@ -52,11 +52,11 @@ from components.drift_detector import drift
 from components.drift_detector import executor as detector
 from components.drift_detector import policy as policy_lib
 from components.serving_log_gen import executor as log_executor
-from loopline import examples as examples_lib
-from loopline import scenarios
-from loopline import spans as spans_lib
+from core import examples as examples_lib
+from core import spans as spans_lib
 from pipeline.config import REPO_ROOT
 from serving import log_files
+from traffic import scenarios
 
 BASELINE_ROWS = 9_500
 TIMING_SIZES = (1_000, 10_000, 100_000)

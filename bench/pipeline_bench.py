@@ -28,8 +28,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
 from tfx.orchestration import metadata
 
-from loopline import spans as spans_lib
-from pipeline import metadata_queries as mq
+from core import spans as spans_lib
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline import progress
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
@@ -39,7 +40,7 @@ TFX_EXAMPLE_DIR = os.path.join(os.path.dirname(__import__('tfx').__file__), 'exa
 
 
 def _component_times(connection_config, pipeline_name):
-  store = mq.open_store(connection_config)
+  store = metadata_connection.open_store(connection_config)
   run = mq.latest_run(store, pipeline_name)
   return {r.node_id: {'seconds': round(r.seconds, 1), 'state': r.state}
           for r in mq.execution_records(store, run)}

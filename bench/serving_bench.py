@@ -48,7 +48,7 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from loopline import home as home_lib  # pylint: disable=wrong-import-position
+from core import home as home_lib  # pylint: disable=wrong-import-position
 
 MODEL_NAME = home_lib.MODEL_NAME
 LABEL_KEY = 'big_tipper'
@@ -67,7 +67,7 @@ def newest_version_dir(path: str) -> str | None:
 
 def load_examples(csv_path: str | None, count: int = 256) -> list[bytes]:
   """Serialized tf.Examples typed by the project schema, from the newest span CSV (label dropped)."""
-  from loopline import examples as examples_lib
+  from core import examples as examples_lib
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
   if csv_path is None:

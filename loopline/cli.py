@@ -26,20 +26,8 @@ def _quiet_imports() -> None:
   warnings.filterwarnings('ignore', category=UserWarning)
 
 
-def parse_span_range(text: str) -> tuple:
-  """'3' -> (3, 3); '1-5' -> (1, 5)."""
-  try:
-    first, _, last = text.partition('-')
-    span_range = (int(first), int(last or first))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'span range must look like 1-5 or 3, got {text!r}')
-  if span_range[0] < 0 or span_range[1] < span_range[0]:
-    raise argparse.ArgumentTypeError(f'span range {text!r} is empty or negative')
-  return span_range
-
-
 def _train_config(args):
-  from loopline import home as home_lib
+  from core import home as home_lib
   from pipeline.config import PipelineConfig
   overrides = {}
   if args.spans:
@@ -61,90 +49,15 @@ def _train_config(args):
   return PipelineConfig(home=home, **overrides)
 
 
-def check_inputs(config) -> None:
-  """Bad input is reported before TFX starts: data range, schema file."""
-  from loopline import spans as spans_lib
-  if '://' not in config.data_root:
-    spans_lib.check_span_range(config.data_root, config.first_span, config.last_span)
-  if '://' not in config.schema_path:
-    if not os.path.isfile(config.schema_path):
-      raise ValueError(f'schema file {config.schema_path!r} does not exist')
-    import tensorflow_data_validation as tfdv
-    from google.protobuf import text_format
-    try:
-      schema = tfdv.load_schema_text(config.schema_path)
-    except text_format.ParseError as e:
-      raise ValueError(f'schema file {config.schema_path!r} is malformed: {e}') from e
-    if not schema.feature:
-      raise ValueError(f'schema file {config.schema_path!r} declares no feature')
-
-
-def train(config, out=sys.stdout, holdout_spans=None, holdout_data_root=None) -> dict:
-  """Runs the training pipeline with LocalDagRunner; returns the run summary.
-
-  `holdout_spans`: later spans (under `holdout_data_root`, default the config's data root) that
-  the trained model is scored on: the time-ordered holdout.
-  Raises DataGateError (blocking anomalies), ValueError/SpanError (bad input).
-  """
-  from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-  from components.data_gate.executor import DataGateError
-  from pipeline import holdout, progress, run_summary, training_pipeline
-  check_inputs(config)
-  log_file = os.path.join(config.home, 'logs', f'train-{time.strftime("%Y%m%d-%H%M%S")}.log')
-  print(f'Training pipeline {config.pipeline_name}', file=out)
-  for line in config.describe():
-    print(f'  {line}', file=out)
-  print(f'  full logs: {log_file}', file=out, flush=True)
-  started = time.monotonic()
-  try:
-    with progress.show_progress(log_file):
-      LocalDagRunner().run(training_pipeline.create_pipeline(
-          config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
-  except DataGateError:
-    raise
-  except Exception as e:  # TFX wraps executor errors; surface the data gate's own message.
-    cause = e
-    while cause is not None and not isinstance(cause, DataGateError):
-      cause = cause.__cause__ or cause.__context__
-    if cause is not None:
-      raise cause from None
-    raise
-  summary = run_summary.collect(config)
-  summary['wall_seconds'] = time.monotonic() - started
-  holdout_root = holdout_data_root or config.data_root
-  if holdout_spans and summary.get('model_uri') and '://' not in holdout_root:
-    summary['holdout'] = holdout.evaluate_on_spans(summary['model_uri'], holdout_root,
-                                                   holdout_spans[0], holdout_spans[1],
-                                                   config.schema_path)
-  return summary
-
-
-def stage_in_registry(config, summary: dict) -> None:
-  """After a run that pushed: the version enters staging (canary), or production when there is
-  none yet (registry/README.md). The outcome is added to the summary as `registry`."""
-  if summary.get('pushed_version'):
-    summary['registry'] = _stage_in_registry(config, summary['pushed_version'])
-
-
-def _stage_in_registry(config, version) -> str:
-  import registry
-  try:
-    transition = registry.stage_pushed_model(config, version)
-  except registry.RegistryError as e:        # training succeeded; the registry refused
-    return f'not staged: {e}'
-  if transition is None:
-    return f'version {version} already registered (stage unchanged)'
-  return f'{transition.action}: version {transition.version} -> {transition.to_stage}'
-
-
 def _cmd_train(args) -> int:
   from components.data_gate.executor import DataGateError
-  from loopline import spans as spans_lib
-  from pipeline import run_summary
+  from core import spans as spans_lib
+  from pipeline import run_summary, training_run
   config = _train_config(args)
   try:
-    summary = train(config, holdout_spans=args.holdout_spans or spans_lib.FUTURE_SPANS)
-    stage_in_registry(config, summary)
+    summary = training_run.train(config,
+                                 holdout_spans=args.holdout_spans or spans_lib.FUTURE_SPANS)
+    training_run.stage_in_registry(config, summary)
   except DataGateError as e:
     print(f'\n{e}', file=sys.stderr)
     print('Nothing was trained or pushed. Fix the data (land a corrected span version) or '
@@ -155,7 +68,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_monitor(args) -> int:
-  from loopline import home as home_lib
+  from core import home as home_lib
   from pipeline import monitoring_run
   from pipeline.config import PipelineConfig
   config = PipelineConfig(home=home_lib.resolve_home(args.home))
@@ -168,7 +81,7 @@ def _cmd_monitor(args) -> int:
 
 
 def _cmd_loop(args) -> int:
-  from loopline import home as home_lib
+  from core import home as home_lib
   from pipeline import loop
   from pipeline.config import PipelineConfig
   home = home_lib.resolve_home(args.home)
@@ -190,7 +103,7 @@ def _cmd_loop(args) -> int:
 
 
 def _cmd_schema_draft(args) -> int:
-  from loopline import home as home_lib
+  from core import home as home_lib
   from pipeline import schema_draft
   from pipeline.config import PipelineConfig
   config = PipelineConfig(home=home_lib.resolve_home(args.home))
@@ -206,7 +119,7 @@ def _cmd_schema_draft(args) -> int:
 
 
 def _cmd_data_split(args) -> int:
-  from loopline import spans as spans_lib
+  from core import spans as spans_lib
   written = spans_lib.write_spans(args.raw, args.out)
   for span, path in written.items():
     kind = 'training' if span <= spans_lib.TRAINING_SPANS[1] else 'future (held back)'
@@ -215,7 +128,7 @@ def _cmd_data_split(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from loopline import spans as spans_lib
+  from core import spans as spans_lib
   parser = argparse.ArgumentParser(prog='loopline', description=__doc__.split('\n')[0])
   parser.add_argument('--home', help='home directory (default: $LOOPLINE_HOME or ./loopline_home)')
   commands = parser.add_subparsers(dest='command', required=True)
@@ -223,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
   train_parser = commands.add_parser('train', help='run the training pipeline (LocalDagRunner)')
   train_parser.add_argument('--quick', action='store_true',
                             help='smoke run: few steps, a two-trial search')
-  train_parser.add_argument('--spans', type=parse_span_range,
+  train_parser.add_argument('--spans', type=spans_lib.parse_span_range,
                             help=f'span range to train on (default '
                                  f'{spans_lib.TRAINING_SPANS[0]}-{spans_lib.TRAINING_SPANS[1]})')
-  train_parser.add_argument('--holdout-spans', type=parse_span_range,
+  train_parser.add_argument('--holdout-spans', type=spans_lib.parse_span_range,
                             help='later spans to score the model on (default: the future spans)')
   train_parser.add_argument('--no-tuning', action='store_true',
                             help='skip the Tuner; reuse the last best hyperparameters')
@@ -257,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
   schema_parser = commands.add_parser('schema', help='schema tools')
   schema_commands = schema_parser.add_subparsers(dest='schema_command', required=True)
   draft_parser = schema_commands.add_parser('draft', help='infer a draft schema for review')
-  draft_parser.add_argument('--spans', type=parse_span_range)
+  draft_parser.add_argument('--spans', type=spans_lib.parse_span_range)
   draft_parser.add_argument('--data-root')
   draft_parser.add_argument('--out')
   draft_parser.set_defaults(func=_cmd_schema_draft)
@@ -276,17 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subsystem_commands():
   """Subcommands that live with their subsystem: each module has `register(subparsers)`."""
-  from loopline import traffic_cli
+  from loopline import models_cli, traffic_cli
   from pipeline import kubeflow
-  from registry import cli as registry_cli
   from serving import cli as serving_cli
-  return [serving_cli.register, traffic_cli.register, kubeflow.register, registry_cli.register]
+  return [serving_cli.register, traffic_cli.register, kubeflow.register, models_cli.register]
 
 
 def main(argv=None) -> int:
   _quiet_imports()
   args = build_parser().parse_args(argv)
-  from loopline.spans import SpanError
+  from core.spans import SpanError
   try:
     return args.func(args)
   except (SpanError, ValueError, FileNotFoundError) as e:

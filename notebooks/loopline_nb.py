@@ -17,12 +17,16 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 
-from loopline import home as home_lib
-from pipeline import metadata_queries as mq
+from core import home as home_lib
+from metadata import connection as metadata_connection
+from metadata import layout
+from metadata import queries as mq
+from metadata.graph import Graph
+from pipeline import config as config_lib
 from pipeline.config import PipelineConfig
 
 HOME_ENV = home_lib.HOME_ENV_VAR
-MLMD_URL_ENV = 'LOOPLINE_MLMD_URL'
+MLMD_URL_ENV = config_lib.MLMD_URL_ENV
 RUN_ENV = 'LOOPLINE_RUN_ID'
 PIPELINE_ENV = 'LOOPLINE_PIPELINE'
 MODEL_VERSION_ENV = 'LOOPLINE_MODEL_VERSION'
@@ -31,14 +35,10 @@ MONITORING_RUN_ENV = 'LOOPLINE_MONITORING_RUN_ID'
 
 def config_from_env(home: Optional[str] = None) -> PipelineConfig:
   """The PipelineConfig whose home and MLMD the notebook reads."""
-  from pipeline import kubeflow
-  home = home_lib.resolve_home(home)
   overrides = {}
-  if os.environ.get(MLMD_URL_ENV):
-    overrides['mysql'] = kubeflow.parse_mysql_url(os.environ[MLMD_URL_ENV])
   if os.environ.get(PIPELINE_ENV):
     overrides['pipeline_name'] = os.environ[PIPELINE_ENV]
-  return PipelineConfig(home=home, **overrides)
+  return PipelineConfig.for_home(home_lib.resolve_home(home), **overrides)
 
 
 def open_store(config: PipelineConfig):
@@ -48,7 +48,7 @@ def open_store(config: PipelineConfig):
         f'no ML Metadata at {config.metadata_path}: run `loopline train` first, or set '
         f'{HOME_ENV} (or {MLMD_URL_ENV}) to where a run wrote its metadata')
   try:
-    return mq.open_pipeline_store(config)
+    return metadata_connection.open_pipeline_store(config, read_only=True)
   except RuntimeError as e:
     if config.mysql is None:
       raise
@@ -143,33 +143,35 @@ def _open_pipeline_run(config: PipelineConfig, pipeline_name: str, run_id: Optio
   return Run(config, store, context, records, pipeline_name)
 
 
-def producing_record(run: Run, artifact) -> Optional[mq.ExecutionRecord]:
-  """The execution (of any run) that output `artifact`, with its inputs and outputs."""
-  store = run.store
-  events = store.get_events_by_artifact_ids([artifact.id])
-  outputs = [e for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                             metadata_store_pb2.Event.DECLARED_OUTPUT)]
-  if not outputs:
-    return None
-  execution = store.get_executions_by_id([outputs[0].execution_id])[0]
-  return _record(store, execution)
+def lineage_graph(run: Run) -> Graph:
+  """The run's pipeline as one lineage graph (metadata.graph: the walk the registry and `loopline
+  lineage` use, over TFX's and Kubeflow Pipelines v2's layouts)."""
+  return Graph(run.store, run.pipeline_name or run.config.pipeline_name)
 
 
-def _record(store, execution) -> mq.ExecutionRecord:
-  record = mq.ExecutionRecord(mq.node_id_of(store, execution.id), execution, {}, {})
-  events = store.get_events_by_execution_ids([execution.id])
-  artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
-  for event in events:
-    key = event.path.steps[0].key if event.path.steps else ''
-    side = (record.inputs if event.type in (metadata_store_pb2.Event.INPUT,
-                                            metadata_store_pb2.Event.DECLARED_INPUT)
-            else record.outputs)
-    side.setdefault(key, []).append(artifacts[event.artifact_id])
+def _graph_record(graph: Graph, execution_id: int) -> mq.ExecutionRecord:
+  """An execution of the graph with its input and output artifacts by key."""
+  record = mq.ExecutionRecord(graph.node.get(execution_id, '?'), graph.executions[execution_id],
+                              {}, {})
+  for side, edges in ((record.inputs, graph.inputs), (record.outputs, graph.outputs)):
+    for edge in edges.get(execution_id, []):
+      for key in edge.keys or ('',):
+        side.setdefault(key, []).append(graph.artifacts[edge.artifact_id])
   return record
 
 
+def producing_record(run: Run, artifact, graph: Optional[Graph] = None
+                     ) -> Optional[mq.ExecutionRecord]:
+  """The execution (of any run of the pipeline) that output `artifact`, with its inputs and
+  outputs."""
+  graph = graph or lineage_graph(run)
+  producer = graph.producer(artifact.id)
+  return _graph_record(graph, producer) if producer is not None else None
+
+
 def artifact_type_name(store, artifact) -> str:
-  return store.get_artifact_types_by_id([artifact.type_id])[0].name
+  """The TFX name of the artifact's type in either layout (`tfx.Model` -> `Model`)."""
+  return layout.artifact_type_name(store.get_artifact_types_by_id([artifact.type_id])[0].name)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -244,28 +246,21 @@ def pushed_model(run_or_store, version: str):
 
 
 def blessed_models(run: Run) -> List[Tuple[object, object]]:
-  """[(Model, ModelBlessing)] of every blessed evaluation in MLMD, oldest first."""
-  store = run.store
+  """[(Model, ModelBlessing)] of every blessed evaluation of the pipeline, oldest first."""
+  graph = lineage_graph(run)
   found = []
-  for blessing in store.get_artifacts_by_type('ModelBlessing'):
-    if not mq.custom_property(blessing, 'blessed'):
-      continue
-    record = producing_record(run, blessing)
-    if record and record.inputs.get('model'):
-      found.append((record.inputs['model'][0], blessing))
-  return sorted(found, key=lambda pair: pair[1].id)
+  for blessing in graph.artifacts_of_type('ModelBlessing'):
+    model = graph.first_input(graph.producer(blessing.id), 'model')
+    if mq.custom_property(blessing, 'blessed') and model is not None:
+      found.append((model, blessing))
+  return found
 
 
 def evaluation_of(run: Run, model) -> Optional[object]:
-  """The ModelEvaluation of the Evaluator execution that evaluated `model` as candidate."""
-  store = run.store
-  executions = {e.execution_id for e in store.get_events_by_artifact_ids([model.id])
-                if e.type == metadata_store_pb2.Event.INPUT}
-  for execution in sorted(store.get_executions_by_id(list(executions)), key=lambda e: -e.id):
-    record = _record(store, execution)
-    if record.node_id == 'Evaluator' and record.inputs.get('model', [None])[0].id == model.id:
-      return (record.outputs.get('evaluation') or [None])[0]
-  return None
+  """The ModelEvaluation of the (latest) Evaluator execution that evaluated `model` as candidate."""
+  graph = lineage_graph(run)
+  evaluators = graph.consuming(model.id, 'model', node='Evaluator')
+  return graph.first_output(evaluators[-1], 'evaluation') if evaluators else None
 
 
 def read_hyperparameters(artifact) -> Optional[Dict]:
@@ -303,9 +298,9 @@ def _artifact_label(store, artifact) -> str:
 
 def lineage(run: Run, artifact, sibling_output_types: Iterable[str] = ('ModelEvaluation',),
             max_depth: int = 30) -> Lineage:
-  """Walks MLMD events upstream from `artifact` to the data (and each execution's outputs of
+  """Walks the lineage graph upstream from `artifact` to the data (and each execution's outputs of
   `sibling_output_types`, e.g. the evaluation beside a blessing)."""
-  store = run.store
+  store, graph = run.store, lineage_graph(run)
   nodes, edges, artifacts, executions = {}, [], {}, {}
   frontier, depth = [artifact], 0
   sibling_output_types = set(sibling_output_types)
@@ -316,7 +311,7 @@ def lineage(run: Run, artifact, sibling_output_types: Iterable[str] = ('ModelEva
         continue
       artifacts[current.id] = current
       nodes[('artifact', current.id)] = _artifact_label(store, current)
-      record = producing_record(run, current)
+      record = producing_record(run, current, graph)
       if record is None:
         continue
       execution_key = ('execution', record.execution.id)
@@ -728,11 +723,11 @@ def realized_slices(run: Run):
   every version's requests together). None when the run evaluated nothing (no ground truth)."""
   import pandas as pd
   from components.serving_log_gen import spec as log_gen_spec
-  from pipeline import run_summary
+  from metadata import evaluation as evaluation_lib
   evaluation = run.artifact('RealizedEvaluator', 'evaluation')
   if evaluation is None:
     return None
-  table = pd.DataFrame(run_summary.slice_metrics(evaluation.uri)).set_index('slice')
+  table = pd.DataFrame(evaluation_lib.slice_metrics(evaluation.uri)).set_index('slice')
   versions, columns = [], []
   for name in table.index:
     parts = dict(part.split('=', 1) for part in name.split(', ')) if name != 'overall' else {}

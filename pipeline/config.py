@@ -11,22 +11,16 @@ from typing import List, Optional, Tuple
 
 from components.data_gate import policy as policy_lib
 from components.drift_detector import policy as drift_policy_lib
-from loopline import home as home_lib
-from loopline import spans
+from core import home as home_lib
+from core import spans
+from metadata.connection import MySQLConnection
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# ML Metadata on MySQL for the commands that read a home (the registry's, the notebooks').
+MLMD_URL_ENV = 'LOOPLINE_MLMD_URL'
+
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
-
-
-@dataclasses.dataclass(frozen=True)
-class MySQLConnection:
-  """ML Metadata on MySQL (as in a Kubeflow cluster)."""
-  host: str
-  port: int
-  database: str
-  username: str
-  password: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +68,15 @@ class PipelineConfig:
       raise ValueError(f'min_auc must be within [0, 1], got {self.min_auc}')
     if self.max_trials < 1 or self.train_steps < 1 or self.eval_steps < 1:
       raise ValueError('max_trials, train_steps and eval_steps must be positive')
+
+  @classmethod
+  def for_home(cls, home: str, **overrides) -> 'PipelineConfig':
+    """The config of a home as its readers open it: ML Metadata on MySQL when $LOOPLINE_MLMD_URL
+    (mysql://USER[:PASSWORD]@HOST[:PORT]/DB) is set, else the home's SQLite file."""
+    from metadata import connection as metadata_connection
+    if os.environ.get(MLMD_URL_ENV) and 'mysql' not in overrides:
+      overrides['mysql'] = metadata_connection.parse_mysql_url(os.environ[MLMD_URL_ENV])
+    return cls(home=home, **overrides)
 
   @classmethod
   def quick(cls, home: str, **overrides) -> 'PipelineConfig':

@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
-from loopline import spans as spans_lib
+from core import spans as spans_lib
 from models import features
 
 

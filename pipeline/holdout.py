@@ -12,8 +12,8 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from sklearn import metrics
 
-from loopline import examples as examples_lib
-from loopline import spans as spans_lib
+from core import examples as examples_lib
+from core import spans as spans_lib
 from models import features
 
 BATCH_SIZE = 512

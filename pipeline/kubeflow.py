@@ -441,31 +441,6 @@ CLUSTER_MLMD_URL = 'mysql://root@mysql.kubeflow.svc.cluster.local:3306/metadb'
 CLUSTER_MLMD_SERVICE_URL = 'grpc://metadata-grpc-service.kubeflow:8080'
 
 
-def parse_mysql_url(url: str):
-  """'mysql://user[:password]@host[:port]/database' -> MySQLConnection (port 3306 by default)."""
-  from urllib import parse
-  from pipeline.config import MySQLConnection
-  parts = parse.urlsplit(url)
-  if parts.scheme != 'mysql':
-    raise CompileError(f'MySQL URL {url!r} must start with mysql://')
-  try:
-    port = parts.port or 3306
-  except ValueError as e:
-    raise CompileError(f'MySQL URL {url!r} has a bad port: {e}') from e
-  database = parts.path.lstrip('/')
-  if not parts.hostname:
-    raise CompileError(f'MySQL URL {url!r} has no host')
-  if not parts.username:
-    raise CompileError(f'MySQL URL {url!r} has no user (mysql://USER[:PASSWORD]@HOST/DB)')
-  if not database or '/' in database:
-    raise CompileError(f'MySQL URL {url!r} must name one database (mysql://USER@HOST/DB)')
-  if parts.query or parts.fragment:
-    raise CompileError(f'MySQL URL {url!r}: options (?...) are not supported')
-  return MySQLConnection(host=parts.hostname, port=port, database=database,
-                         username=parse.unquote(parts.username),
-                         password=parse.unquote(parts.password or ''))
-
-
 def _read_args_file(path: str) -> List[str]:
   try:
     with open(path) as f:
@@ -509,14 +484,17 @@ def config_from_args(args):
     beam_args = _read_args_file(args.beam_args_file) + beam_args
   if beam_args:
     overrides['beam_pipeline_args'] = tuple(beam_args)
-  overrides['mysql'] = parse_mysql_url(args.mysql_url or CLUSTER_MLMD_URL)
+  from metadata import connection as metadata_connection
+  try:
+    overrides['mysql'] = metadata_connection.parse_mysql_url(args.mysql_url or CLUSTER_MLMD_URL)
+  except ValueError as e:
+    raise CompileError(str(e)) from e
   service = args.metadata_service or CLUSTER_MLMD_SERVICE_URL
   if not service.startswith(('grpc://', 'mysql://')):
     raise CompileError(f'--metadata-service {service!r}: the cluster\'s tasks reach ML Metadata '
                        f'through grpc://HOST:PORT (or mysql://USER@HOST/DB), not a local file')
-  from pipeline import metadata_queries
   try:
-    metadata_queries.connection_from_url(service)
+    metadata_connection.connection_from_url(service)
   except ValueError as e:
     raise CompileError(str(e)) from e
   overrides['metadata_service_url'] = service
@@ -540,7 +518,7 @@ def _cmd_compile(args) -> int:
                          f'{", ".join(sorted(known))}')
     out = args.out
     if not out:
-      from loopline import home as home_lib
+      from core import home as home_lib
       out = os.path.join(home_lib.resolve_home(args.home), 'kubeflow', args.target)
     for key in keys:
       own = {p.name for p in PIPELINES[key].runtime_parameters}
@@ -604,7 +582,7 @@ def _cmd_submit(args) -> int:
 
 def register(subparsers) -> None:
   """`loopline compile` and `loopline submit`."""
-  from loopline import cli
+  from core import spans as spans_lib
   compile_parser = subparsers.add_parser(
       'compile', help='compile the pipelines for Kubeflow Pipelines v2 (KubeflowV2DagRunner)')
   compile_parser.add_argument('--target', required=True,
@@ -620,7 +598,7 @@ def register(subparsers) -> None:
   compile_parser.add_argument('--data-root', help=f'span data (default {IMAGE_DATA_ROOT}, '
                                                   f'the spans in the image)')
   compile_parser.add_argument('--schema', help=f'curated schema (default {IMAGE_SCHEMA_PATH})')
-  compile_parser.add_argument('--spans', type=cli.parse_span_range)
+  compile_parser.add_argument('--spans', type=spans_lib.parse_span_range)
   compile_parser.add_argument('--no-tuning', action='store_true')
   compile_parser.add_argument('--max-trials', type=int)
   compile_parser.add_argument('--train-steps', type=int)

@@ -30,9 +30,10 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from loopline import home as home_lib
-from loopline import spans as spans_lib
+from core import home as home_lib
+from core import spans as spans_lib
 from pipeline.config import PipelineConfig
+from traffic import replay as replay_lib
 
 CLEAN_SPLIT = 'eval'
 DRIFT_SPANS = (7, 8)
@@ -41,6 +42,9 @@ DRIFT_SCENARIO = 'fare_inflation'
 # spans 7-8 with its label), in the scenario the canary was retrained for.
 CANARY_SPANS = (6, 6)
 CANARY_WEIGHTS = 'stable=80,canary=20'
+# Reproducible canary split: each replayed row carries its position as the routing key, which the
+# seed hashes; two loops on the same data send the same rows to the same label.
+ROUTING_SEED = 11
 LOG_FILE_AGE_SECONDS = 2
 
 
@@ -55,7 +59,8 @@ def _free_port() -> int:
 
 
 class EmbeddedServer:
-  """`loopline serve` in a subprocess on free loopback ports, reading the home's models.config."""
+  """`loopline serve` (as `python -m serving serve`) in a subprocess on free loopback ports,
+  reading the home's models.config."""
 
   def __init__(self, home: str, model_name: str, log_file: str):
     self.home, self.model_name, self.log_file = home, model_name, log_file
@@ -63,11 +68,13 @@ class EmbeddedServer:
     self.process: Optional[subprocess.Popen] = None
 
   def start(self, timeout: float = 120.0) -> None:
-    command = [sys.executable, '-m', 'loopline.cli', '--home', self.home, 'serve',
+    command = [sys.executable, '-m', 'serving', '--home', self.home, 'serve',
                '--model-config-file', home_lib.serving_config_path(self.home),
                '--model-config-file-poll-wait-seconds', '1',
                '--rest-port', str(self.rest_port), '--grpc-port', str(self.grpc_port),
                '--canary', f'{self.model_name}:{CANARY_WEIGHTS}',
+               '--sticky-header', replay_lib.ROUTING_KEY_HEADER,
+               '--routing-seed', str(ROUTING_SEED),
                '--log-max-file-age-seconds', str(LOG_FILE_AGE_SECONDS)]
     os.makedirs(os.path.dirname(self.log_file), exist_ok=True)
     self._log = open(self.log_file, 'ab')
@@ -148,9 +155,8 @@ class Stage:
 def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
              replay_limit: Optional[int] = None) -> Dict[str, Any]:
   """Runs the whole loop (see module docstring); returns the results of every stage."""
-  from loopline import cli
-  from loopline import traffic_cli
-  from pipeline import feedback_span, monitoring_run, loop_report, run_summary
+  from pipeline import feedback_span, monitoring_run, loop_report, run_summary, training_run
+  from traffic import runs as traffic_runs
   bundled_root = config.data_root
   home_spans = os.path.join(config.home, 'spans')
   seed_spans(bundled_root, home_spans, config.first_span, config.last_span)
@@ -166,9 +172,9 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     say(text)
 
   say('== 1. train on the training spans')
-  trained = cli.train(config, holdout_spans=spans_lib.FUTURE_SPANS,
-                      holdout_data_root=bundled_root)
-  cli.stage_in_registry(config, trained)
+  trained = training_run.train(config, holdout_spans=spans_lib.FUTURE_SPANS,
+                               holdout_data_root=bundled_root)
+  training_run.stage_in_registry(config, trained)
   stage('1. train', run_summary.format_summary(trained))
   if not trained.get('pushed_version'):
     raise LoopError('the first model was not blessed and pushed; nothing to serve')
@@ -189,13 +195,13 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
       Returns (replay result, monitoring summary). `describe(replayed, monitored)`: extra text
       put first in the stage's text."""
       window_start = int(time.time())
-      replayed = traffic_cli.run_replay(
+      replayed = traffic_runs.run_replay(
           config.home, rows[:replay_limit] if replay_limit else rows, scenario, 'rest',
           '127.0.0.1', server.rest_port, concurrency=8, rate=0.0, seed=seed,
           schema_path=config.schema_path)
       wait_for_finalized_logs(home_lib.request_log_dir(config.home))
       window_end = int(time.time()) + 1
-      delivered = traffic_cli.deliver_feedback(config.home, replayed.replay_id)
+      delivered = traffic_runs.deliver_feedback(config.home, replayed.replay_id)
       say(f'ground truth delivered: {delivered}')
       monitored = monitoring_run.monitor(config, window_start, window_end)
       text = f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}'
@@ -214,7 +220,7 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     _, results['clean'] = replay_and_monitor('3. clean traffic', clean_rows, 'none')
     say(f'\n== 4. replay drifted traffic (spans {DRIFT_SPANS[0]}-{DRIFT_SPANS[1]}, '
         f'{DRIFT_SCENARIO}), feedback, monitor')
-    drift_rows = traffic_cli.load_rows(bundled_root, *DRIFT_SPANS)
+    drift_rows = traffic_runs.load_rows(bundled_root, *DRIFT_SPANS)
     _, drifted = replay_and_monitor('4. drifted traffic', drift_rows, DRIFT_SCENARIO)
     results['drifted'] = drifted
     if not drifted['retrain']:
@@ -224,8 +230,8 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
     rows = feedback_span.read_labeled_rows(drifted['examples_uri'], columns)
     span, path = feedback_span.write_next_span(home_spans, columns, rows)
     retrain_config = dataclasses.replace(config, last_span=span)
-    retrained = cli.train(retrain_config)
-    cli.stage_in_registry(retrain_config, retrained)
+    retrained = training_run.train(retrain_config)
+    training_run.stage_in_registry(retrain_config, retrained)
     stage('5. retrain', f'new span {span} ({len(rows)} labelled rows): {path}\n'
                         + run_summary.format_summary(retrained))
     results['new_span'] = span
@@ -245,7 +251,7 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
               + format_canary_comparison(canary_comparison(monitored, results['canary_labels'],
                                                            replayed.versions)))
 
-    canary_rows = traffic_cli.load_rows(bundled_root, *CANARY_SPANS)
+    canary_rows = traffic_runs.load_rows(bundled_root, *CANARY_SPANS)
     canary_traffic, results['canary'] = replay_and_monitor(
         '6. canary', canary_rows, DRIFT_SCENARIO, seed=1, describe=canary_text)
     results['canary_replay'] = dataclasses.asdict(canary_traffic)

@@ -4,7 +4,7 @@ import os
 import time
 from typing import List
 
-from loopline import home as home_lib
+from core import home as home_lib
 from pipeline.config import PipelineConfig
 
 _STYLE = ('body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}'

@@ -2,7 +2,7 @@
 
     ServingLogExampleGen (request logs of a window + ground truth)
       -> StatisticsGen -> DriftDetector, one per served version, each against the training data
-         of that very version (baseline resolved through MLMD lineage, pipeline/lineage.py)
+         of that very version (baseline resolved through MLMD lineage, metadata/lineage.py)
       -> Evaluator (model-agnostic: logged predictions vs ground truth, sliced by model_version)
          -> RealizedMetrics, one per served version
 
@@ -31,10 +31,11 @@ from components.realized_metrics.component import RealizedMetrics
 from components.serving_log_gen import feedback as feedback_lib
 from components.serving_log_gen import spec as log_gen_spec
 from components.serving_log_gen.component import ServingLogExampleGen
-from loopline import home as home_lib
+from core import home as home_lib
+from core.statistics import STATS_OPTIONS
+from metadata import lineage
+from metadata import connection as metadata_connection
 from models import features
-from pipeline import lineage
-from pipeline import metadata_queries
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 
@@ -54,7 +55,7 @@ def served_versions(config: PipelineConfig) -> Dict[str, int]:
       for model in parse_model_config_text(f.read()).model_config_list.config:
         if model.name == config.model_name and model.version_labels:
           return dict(model.version_labels)
-  store = metadata_queries.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   versions = lineage.served_versions(store, config.model_name)
   if not versions:
     raise lineage.BaselineNotFoundError('no model was ever pushed: nothing to monitor')
@@ -90,13 +91,13 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
   schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   statistics_gen = tfx.components.StatisticsGen(
       examples=log_gen.outputs['examples'], schema=schema_importer.outputs['schema'],
-      stats_options=tfdv.StatsOptions(**training_pipeline.STATS_OPTIONS),
+      stats_options=tfdv.StatsOptions(**STATS_OPTIONS),
       exclude_splits=[log_gen_spec.LABELED_SPLIT])
   components: List = [log_gen, schema_importer, statistics_gen]
   if for_cluster:
     return _pipeline(config, components + _runtime_baseline_nodes(config, log_gen, statistics_gen,
                                                                    schema_importer))
-  store = metadata_queries.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   versions = versions or served_versions(config)
   for version in sorted(set(versions.values())):
     baseline = lineage.resolve_training_baseline(store, version, config.model_name)
@@ -130,7 +131,7 @@ def _realized_evaluator(log_gen) -> tfx.components.Evaluator:
 def _runtime_baseline_nodes(config: PipelineConfig, log_gen, statistics_gen,
                             schema_importer) -> List:
   """Resolver -> DriftDetector, and the realized evaluation of the resolved version."""
-  resolver = TrainingBaselineResolver(metadata_url=metadata_queries.metadata_url(config),
+  resolver = TrainingBaselineResolver(metadata_url=metadata_connection.metadata_url(config),
                                       model_name=config.model_name)
   detector = DriftDetector(
       examples=log_gen.outputs['examples'], statistics=statistics_gen.outputs['statistics'],

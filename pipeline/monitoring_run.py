@@ -4,7 +4,8 @@ import time
 from typing import Any, Dict, Optional
 
 from components.serving_log_gen import spec as log_gen_spec
-from pipeline import metadata_queries as mq
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline import progress
 from pipeline.config import PipelineConfig
 
@@ -28,7 +29,7 @@ def monitor(config: PipelineConfig, window_start: Optional[int] = None,
 def collect(config: PipelineConfig) -> Dict[str, Any]:
   """The latest monitoring run: window counts, drift verdict and realized metrics per version
   (see summarize)."""
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   run = mq.latest_run(store, config.monitoring_pipeline_name)
   if run is None:
     raise LookupError(f'no run of {config.monitoring_pipeline_name!r} in ML Metadata')

@@ -2,13 +2,11 @@
 import os
 from typing import Any, Dict, List, Optional
 
-import tensorflow_model_analysis as tfma
-
-from pipeline import metadata_queries as mq
+from metadata import connection as metadata_connection
+from metadata import queries as mq
+from metadata.evaluation import slice_metrics
 from pipeline.config import PipelineConfig
 
-SUMMARY_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
-                   'calibration', 'mean_label', 'example_count')
 MIN_SLICE_EXAMPLES = 50     # smaller slices are too noisy to call "the worst"
 MIN_CLASS_EXAMPLES = 10     # an AUC needs both classes: e.g. cash trips have ~no recorded tips
 
@@ -19,20 +17,6 @@ def _first(records: Dict[str, mq.ExecutionRecord], node: str, side: str, key: st
     return None
   artifacts = getattr(record, side).get(key) or []
   return artifacts[0] if artifacts else None
-
-
-def slice_metrics(evaluation_uri: str) -> List[Dict[str, Any]]:
-  """[{'slice': 'payment_type=Cash', 'auc': ..., ...}] for every slice, overall first."""
-  result = tfma.load_eval_result(evaluation_uri)
-  rows = []
-  for slice_key, by_output in result.slicing_metrics:
-    values = by_output.get('', {}).get('', {})
-    row = {'slice': ', '.join(f'{k}={v}' for k, v in slice_key) or 'overall'}
-    for name in SUMMARY_METRICS:
-      if name in values:
-        row[name] = next(iter(values[name].values()))
-    rows.append(row)
-  return sorted(rows, key=lambda r: (r['slice'] != 'overall', r['slice']))
 
 
 def worst_slice(slices: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -54,7 +38,7 @@ def worst_slice(slices: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 def collect(config: PipelineConfig) -> Dict[str, Any]:
   """The latest run of the pipeline, from MLMD."""
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   run = mq.latest_run(store, config.pipeline_name)
   if run is None:
     raise LookupError(f'no run of pipeline {config.pipeline_name!r} in ML Metadata')

@@ -11,7 +11,7 @@ from typing import Dict, List
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from loopline import spans as spans_lib
+from core import spans as spans_lib
 
 
 def infer_draft(data_root: str, first_span: int, last_span: int) -> schema_pb2.Schema:

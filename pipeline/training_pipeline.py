@@ -10,23 +10,19 @@ from tfx.proto import range_config_pb2
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
 from components.span_example_gen.component import SpanRangeCsvExampleGen
+from core.statistics import STATS_OPTIONS
+from metadata import connection as metadata_connection
+from metadata import queries as metadata_queries
 from models import features
-from pipeline import metadata_queries
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
 TUNER_FN = 'models.model.tuner_fn'
 RUN_FN = 'models.model.run_fn'
 
-# Finer histograms than TFDV's defaults (10 buckets, 20 top values): drift comparisons on these
-# statistics need them.
-STATS_OPTIONS = dict(num_histogram_buckets=50, num_quantiles_histogram_buckets=50,
-                     num_top_values=100, num_rank_histogram_buckets=100)
-
-
 def metadata_connection_config(config: PipelineConfig):
   """The pipeline's ML Metadata store (SQLite in the home, or MySQL when configured)."""
-  return metadata_queries.connection_config(config)
+  return metadata_connection.connection_config(config)
 
 
 # 1,000 thresholds instead of TFMA's 10,000 for the AUC curves: AUC moves by < 1e-3 and the
@@ -36,7 +32,7 @@ AUC_CONFIG = '{"num_thresholds": 1000}'
 
 def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
   """Whether ML Metadata holds HyperParameters produced by this pipeline's Tuner."""
-  store = metadata_queries.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   pipeline_context = store.get_context_by_type_and_name(metadata_queries.PIPELINE_CONTEXT_TYPE,
                                                         config.pipeline_name)
   if pipeline_context is None:

@@ -5,10 +5,11 @@ Plain functions for other code (`loopline train` calls `stage_pushed_model` afte
   from registry import stage_pushed_model, promote, rollback, list_models, describe
 
 Modules: `stages` (the rules, pure), `serving_config` (models.config: render, atomic write, lock),
-`store` (the registry's ML Metadata records), `graph`/`catalog`/`lineage` (reading the pipeline's
-lineage), `checks` (loadability, metrics), `api` (the operations), `report` and `cli`.
+`store` (the registry's ML Metadata records), `catalog`/`lineage` (reading the pipeline's lineage
+through metadata.graph), `checks` (loadability, metrics), `api` (the operations), `report`; the
+command line is loopline/models_cli.py.
 """
 from registry.api import (Registry, describe, list_models, promote, rollback,
                           stage_pushed_model)
 from registry.errors import (ConcurrentChangeError, RefusedError, RegistryError,
-                             ServingConfigError, UnknownVersionError)
+                             ServingConfigError, UnknownVersionError, WriteNotAllowedError)

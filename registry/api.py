@@ -17,11 +17,11 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence
 
-from loopline import home as home_lib
+from core import home as home_lib
 from registry import catalog, checks, lineage, serving_config, stages
 from registry.errors import (ConcurrentChangeError, RefusedError, RegistryError,
                              UnknownVersionError)
-from registry.graph import Graph
+from metadata.graph import Graph
 from registry.store import RegistryStore, Transition
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 30.0
@@ -65,11 +65,14 @@ class Pending:
 class Registry:
   """The model registry of one PipelineConfig (home, pipeline, model name, MLMD connection)."""
 
-  def __init__(self, config, store=None, lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS):
+  def __init__(self, config, store=None,
+               lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS, read_only: bool = False):
+    """`read_only`: for listing and tracing (a SQLite store opened READONLY; on MySQL, SELECT is
+    all it needs); a write through it fails with WriteNotAllowedError."""
     self.config = config
     self.model_name = config.model_name
     self.config_path = home_lib.serving_config_path(config.home)
-    self.store = store if store is not None else checks.open_store(config)
+    self.store = store if store is not None else checks.open_store(config, read_only)
     self.records = RegistryStore(self.store, self.model_name)
     self.lock_timeout_seconds = lock_timeout_seconds
 
@@ -291,8 +294,8 @@ def rollback(config, reason: str = '', force: bool = False,
 
 
 def list_models(config, metrics: bool = True) -> List[catalog.ModelRecord]:
-  return Registry(config).models(metrics=metrics)
+  return Registry(config, read_only=True).models(metrics=metrics)
 
 
 def describe(config, key: str, metrics: bool = True) -> Dict[str, Any]:
-  return Registry(config).describe(key, metrics=metrics)
+  return Registry(config, read_only=True).describe(key, metrics=metrics)

@@ -4,15 +4,16 @@ A serving version is the `pushed_version` of PushedModel artifacts with `pushed=
 identical re-push records the same version again: one entry, its first push is its origin). A
 Model artifact that no push consumed is listed as a dev model, `model:<artifact id>`.
 
-No TFX import: ML Metadata (through `registry.graph`) and small JSON files.
+No TFX import: ML Metadata (through `metadata.graph`) and small JSON files.
 """
 import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
-from pipeline import metadata_queries as mq
+from metadata import layout
+from metadata import queries as mq
+from metadata.graph import Graph
 from registry import stages
-from registry.graph import Graph
 
 PUSHED_MODEL_TYPE, MODEL_TYPE = 'PushedModel', 'Model'
 DEV_PREFIX = 'model:'
@@ -107,7 +108,7 @@ def build(graph: Graph, serving_model_dir: str, recorded: Dict[int, Any],
   """
   by_version: Dict[int, List[Any]] = {}
   for pushed in graph.artifacts_of_type(PUSHED_MODEL_TYPE):
-    version = str(mq.custom_property(pushed, 'pushed_version') or '')
+    version = str(layout.number(mq.custom_property(pushed, 'pushed_version')) or '')
     if mq.custom_property(pushed, 'pushed') and version.isdigit():
       by_version.setdefault(int(version), []).append(pushed)
   pushed_model_ids = set()

@@ -11,7 +11,8 @@ from typing import Dict, Optional
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 
-from pipeline import metadata_queries as mq
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 
 SERVING_SIGNATURE = 'serving_default'
 # Metrics shown in `models list` (TFMA names, as pipeline.run_summary reads them).
@@ -26,8 +27,9 @@ _NOT_METRICS = {'model_name', 'model_version', 'tfx_version', 'is_external', 'st
                 'window_start', 'window_end'}
 
 
-def open_store(config) -> metadata_store.MetadataStore:
-  return mq.open_pipeline_store(config)
+def open_store(config, read_only: bool = False) -> metadata_store.MetadataStore:
+  """The pipeline's store; the registry never creates the database (a pipeline run did)."""
+  return metadata_connection.open_pipeline_store(config, read_only, create=False)
 
 
 def load_error(model_name: str, version: int, path: str) -> Optional[str]:
@@ -56,7 +58,7 @@ _EVAL_CACHE: Dict[str, Optional[Dict[str, float]]] = {}
 
 
 def eval_metrics(evaluation_uri: Optional[str]) -> Optional[Dict[str, float]]:
-  """Overall-slice metrics of an Evaluator output (pipeline.run_summary.slice_metrics).
+  """Overall-slice metrics of an Evaluator output (metadata.evaluation.slice_metrics).
 
   Slow the first time in a process (TFMA and TFX imports, ~10-20 s): the registry records these
   metrics on its LooplineModelVersion artifact when a version is first staged or promoted, and
@@ -70,8 +72,8 @@ def eval_metrics(evaluation_uri: Optional[str]) -> Optional[Dict[str, float]]:
     try:
       for logger in quiet:  # TFMA warns about plots and deprecated readers on every load.
         logger.setLevel(logging.ERROR)
-      from pipeline import run_summary
-      rows = run_summary.slice_metrics(evaluation_uri)
+      from metadata import evaluation
+      rows = evaluation.slice_metrics(evaluation_uri)
       overall = rows[0] if rows and rows[0].get('slice') == 'overall' else {}
       _EVAL_CACHE[evaluation_uri] = {k: float(v) for k, v in overall.items()
                                      if k != 'slice' and isinstance(v, (int, float))} or None

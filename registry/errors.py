@@ -33,3 +33,18 @@ class ConcurrentChangeError(RegistryError):
 
 class ServingConfigError(RegistryError):
   """The existing `models.config` cannot be kept (unparsable, logging_config, custom config)."""
+
+
+class WriteNotAllowedError(RegistryError):
+  """ML Metadata refused the registry's write: the database user (or file) lacks a right.
+
+  Nothing was written; reads (`loopline models list|show`, `loopline lineage`) need SELECT only.
+  """
+
+  def __init__(self, missing: str, detail: str):
+    self.missing = missing
+    super().__init__(
+        f'ML Metadata refused the registry\'s write: the database user lacks the {missing} '
+        f'privilege ({detail.strip()}). Reading needs SELECT only; promote, rollback and staging '
+        'need SELECT, INSERT and UPDATE on the ML Metadata database (and CREATE on the first '
+        'write). Nothing was written.')

@@ -11,9 +11,10 @@ No TFX import.
 """
 from typing import Any, Dict, List
 
-from pipeline import metadata_queries as mq
+from metadata import layout
+from metadata import queries as mq
+from metadata.graph import Graph
 from registry import catalog
-from registry.graph import Graph
 
 ROLES = (('ExampleGen', 'data'), ('SchemaGen', 'schema'), ('StatisticsGen', 'statistics'),
          ('ExampleValidator', 'validation'), ('DataGate', 'data gate'),
@@ -36,7 +37,8 @@ def role_of(graph: Graph, execution_id: int) -> str:
 
 def _artifact(graph: Graph, key: str, artifact) -> Dict[str, Any]:
   entry = {'key': key, 'id': artifact.id, 'type': graph.type_name(artifact), 'uri': artifact.uri}
-  properties = {name: mq.custom_property(artifact, name) for name in SHOWN_PROPERTIES
+  properties = {name: layout.number(mq.custom_property(artifact, name))
+                for name in SHOWN_PROPERTIES
                 if isinstance(mq.custom_property(artifact, name), (int, float, str))}
   if entry['type'] == 'HyperParameters':
     properties['values'] = mq.read_hyperparameters(artifact.uri)

@@ -28,8 +28,9 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from metadata import connection as metadata_connection
 from registry import stages
-from registry.errors import ConcurrentChangeError
+from registry.errors import ConcurrentChangeError, WriteNotAllowedError
 
 VERSION_TYPE = 'LooplineModelVersion'
 TRANSITION_TYPE = 'LooplineStageTransition'
@@ -98,8 +99,20 @@ class RegistryStore:
     self.model_name = model_name
     self._type_ids = None
 
+  def _type_id(self, name: str) -> Optional[int]:
+    """A registry type's id for reading, None when it is not registered yet: a read never
+    registers a type (it must work with a database user that may only SELECT)."""
+    if self._type_ids is not None:
+      return self._type_ids[name]
+    getter = {VERSION_TYPE: self.store.get_artifact_type,
+              TRANSITION_TYPE: self.store.get_execution_type}[name]
+    try:
+      return getter(name).id
+    except mlmd_errors.NotFoundError:
+      return None
+
   def _types(self) -> Dict[str, int]:
-    """Registers the registry's types (idempotent; new fields may be added later)."""
+    """Registers the registry's types before a write (idempotent; new fields may be added)."""
     if self._type_ids is None:
       version_type = metadata_store_pb2.ArtifactType(name=VERSION_TYPE)
       for name, kind in _VERSION_PROPERTIES.items():
@@ -128,7 +141,7 @@ class RegistryStore:
     context = self.context()
     if context is None:
       return {}
-    version_type = self._types()[VERSION_TYPE]
+    version_type = self._type_id(VERSION_TYPE)
     return {int(_get(a, 'version')): a for a in self.store.get_artifacts_by_context(context.id)
             if a.type_id == version_type and _get(a, 'model_name') == self.model_name}
 
@@ -137,13 +150,13 @@ class RegistryStore:
     context = self.context()
     if context is None:
       return []
-    transition_type = self._types()[TRANSITION_TYPE]
+    transition_type = self._type_id(TRANSITION_TYPE)
     executions = [e for e in self.store.get_executions_by_context(context.id)
                   if e.type_id == transition_type and _get(e, 'model_name') == self.model_name]
     executions.sort(key=lambda e: (_get(e, 'sequence', 0), e.id))
     changes = {}
     if executions:
-      version_type = self._types()[VERSION_TYPE]
+      version_type = self._type_id(VERSION_TYPE)
       version_artifacts = {a.id: a for a in self.store.get_artifacts_by_context(context.id)
                            if a.type_id == version_type}
       for event in self.store.get_events_by_execution_ids([e.id for e in executions]):
@@ -182,9 +195,21 @@ class RegistryStore:
     `serving_dir_of(version)` gives a version's directory (the artifact's uri);
     `lineage_inputs` are (key, artifact) pairs of MLMD artifacts the transition consumed (the
     version's PushedModel and Model); `eval_metrics` (the version's overall evaluation) are kept
-    on its artifact as `eval_<metric>` custom properties. Raises ConcurrentChangeError when another writer recorded a
-    transition since `expected_sequence` was read.
+    on its artifact as `eval_<metric>` custom properties. Raises ConcurrentChangeError when
+    another writer recorded a transition since `expected_sequence` was read, WriteNotAllowedError
+    naming the privilege the database user lacks.
     """
+    try:
+      return self._record(plan, expected_sequence, actor, config_path, serving_dir_of,
+                          lineage_inputs, eval_metrics)
+    except mlmd_errors.StatusError as e:
+      missing = metadata_connection.write_denied(e)
+      if missing is None:
+        raise
+      raise WriteNotAllowedError(missing, str(e)) from e
+
+  def _record(self, plan, expected_sequence, actor, config_path, serving_dir_of, lineage_inputs,
+              eval_metrics) -> Transition:
     type_ids = self._types()
     now_ms = int(time.time() * 1000)
     sequence = expected_sequence + 1

@@ -4,6 +4,9 @@
 #   scripts/mariadb.sh install            install Debian's mariadb-server if it is missing
 #   scripts/mariadb.sh start DATADIR PORT install if needed, initialize DATADIR, start the server
 #                                         on 127.0.0.1:PORT, create user loopline/loopline
+#                                         (every right) and loopline_reader/loopline_reader
+#                                         (SELECT only: what the registry's reads, `loopline
+#                                         lineage` and the notebooks need)
 #   scripts/mariadb.sh stop DATADIR       stop the server started on DATADIR
 #
 # The server runs from its own data directory with --no-defaults: it neither reads nor touches the
@@ -14,6 +17,8 @@ set -euo pipefail
 
 USER_NAME=loopline
 USER_PASSWORD=loopline
+READER_NAME=loopline_reader
+READER_PASSWORD=loopline_reader
 
 die() { echo "mariadb.sh: $*" >&2; exit 1; }
 
@@ -76,7 +81,9 @@ start_server() {
   for i in $(seq 1 60); do
     if [ -S "$datadir/mysqld.sock" ] && client "$datadir" "SELECT 1" >/dev/null 2>&1; then
       client "$datadir" "CREATE USER IF NOT EXISTS '$USER_NAME'@'%' IDENTIFIED BY '$USER_PASSWORD';
-                         GRANT ALL PRIVILEGES ON *.* TO '$USER_NAME'@'%'; FLUSH PRIVILEGES;"
+                         GRANT ALL PRIVILEGES ON *.* TO '$USER_NAME'@'%';
+                         CREATE USER IF NOT EXISTS '$READER_NAME'@'%' IDENTIFIED BY '$READER_PASSWORD';
+                         GRANT SELECT ON *.* TO '$READER_NAME'@'%'; FLUSH PRIVILEGES;"
       echo "$url"
       return 0
     fi

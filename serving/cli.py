@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from loopline import home as home_lib
+from core import home as home_lib
 from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_REST_PORT, BatchingConfig,
                             ConfigError, PrivacyConfig, RequestLogConfig, ServerConfig,
                             single_model_proto)
@@ -82,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser):
                        'across version labels, e.g. big_tipper:stable=90,canary=10.')
   routing.add_argument('--sticky-header', help='Requests carrying this header (or gRPC metadata '
                        'key) always get the same label, e.g. X-Routing-Key.')
+  routing.add_argument('--routing-seed', type=int, help='Reproducible routing: the same requests '
+                       'in the same order (or with the same routing keys) get the same labels.')
   batching = parser.add_argument_group('batching')
   batching.add_argument('--no-batching', action='store_true')
   batching.add_argument('--max-batch-size', type=int, default=BatchingConfig.max_batch_size)
@@ -144,6 +146,7 @@ def config_from_args(args) -> ServerConfig:
       max_body_bytes=args.max_body_bytes,
       canary_weights=dict(args.canary),
       sticky_header=args.sticky_header,
+      routing_seed=args.routing_seed,
       batching=BatchingConfig(not args.no_batching, args.max_batch_size,
                               args.batch_timeout_micros, args.num_batch_threads,
                               args.max_enqueued_batches),

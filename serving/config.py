@@ -197,6 +197,7 @@ class ServerConfig:
   max_body_bytes: int = 32 * 2**20
   canary_weights: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
   sticky_header: str | None = None  # e.g. 'X-Routing-Key'; requests with one stick to a label.
+  routing_seed: int | None = None  # Reproducible routing: see serving.routing.CanaryRouter.
   batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
   request_log: RequestLogConfig = dataclasses.field(default_factory=RequestLogConfig)
   privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)

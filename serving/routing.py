@@ -3,7 +3,9 @@
 `{'big_tipper': {'stable': 90, 'canary': 10}}` sends about 10% of the requests that name neither a
 version nor a label to the version labelled `canary`. With a routing key (e.g. a user id header),
 the choice is a deterministic function of the key, so one user always meets the same label while
-the weights do not change.
+the weights do not change. A routing seed makes the rest reproducible too: the same sequence of
+keyless requests gets the same labels, and the seed salts the keys' hash (so another seed is another
+split of the same users).
 """
 import hashlib
 import random
@@ -33,19 +35,25 @@ def validate_weights(weights: dict[str, float]):
     raise ValueError(f'Weights must not all be zero: {weights}')
 
 
-def _unit_interval(model: str, key: str) -> float:
-  digest = hashlib.sha256(f'{model}\0{key}'.encode('utf-8')).digest()
+def _unit_interval(model: str, key: str, salt: str = '') -> float:
+  digest = hashlib.sha256(f'{salt}{model}\0{key}'.encode('utf-8')).digest()
   return int.from_bytes(digest[:8], 'big') / 2.0**64
 
 
 class CanaryRouter:
   """Chooses a version label per request for models with configured weights."""
 
-  def __init__(self, weights: dict[str, dict[str, float]], rng: random.Random | None = None):
+  def __init__(self, weights: dict[str, dict[str, float]], rng: random.Random | None = None,
+               seed: int | None = None):
+    """`rng` draws the keyless requests' labels; `seed` (instead of an rng): a Random(seed) for
+    them, and the salt of the routing keys' hash."""
     for model_weights in weights.values():
       validate_weights(model_weights)
+    if rng is not None and seed is not None:
+      raise ValueError('give a routing rng or a routing seed, not both')
     self._weights = {m: dict(sorted(w.items())) for m, w in weights.items()}
-    self._rng = rng or random.Random()
+    self._rng = rng or random.Random(seed)
+    self._salt = f'{seed}\0' if seed is not None else ''
 
   def routes(self, model: str) -> bool:
     return model in self._weights
@@ -65,7 +73,7 @@ class CanaryRouter:
     total = sum(weights.values())
     if total <= 0:
       return None
-    point = (_unit_interval(model, routing_key) if routing_key is not None else
+    point = (_unit_interval(model, routing_key, self._salt) if routing_key is not None else
              self._rng.random()) * total
     for label, weight in weights.items():
       if point < weight:

@@ -40,7 +40,8 @@ class ModelServer:
       self.request_logger = RequestLogger(config.request_log, privacy, self.metrics,
                                           relay_pipes=log_relay_pipes)
     self.service = InferenceService(self.backend, self.metrics,
-                                    CanaryRouter(config.canary_weights), self.request_logger)
+                                    CanaryRouter(config.canary_weights, seed=config.routing_seed),
+                                    self.request_logger)
     self.rest = None
     self.grpc = None
     self.rest_port = self.grpc_port = None

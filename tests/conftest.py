@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from loopline import spans as spans_lib
+from core import spans as spans_lib
 from pipeline.config import REPO_ROOT
 
 SPANS_DIR = os.path.join(REPO_ROOT, spans_lib.SPANS_DIR)
@@ -68,13 +68,13 @@ def trained_home(tmp_path_factory):
   must work on a copy: `shutil.copytree(config.home, ...)` keeps MLMD's absolute artifact URIs
   pointing at this run's artifacts, which is fine for reading.
   """
-  from loopline import cli
+  from pipeline import training_run
   from pipeline.config import PipelineConfig
   base = tmp_path_factory.mktemp('trained')
   config = PipelineConfig.quick(str(base / 'home'),
                                 data_root=sample_spans(str(base / 'spans')),
                                 first_span=1, last_span=2, min_auc=0.7)
-  return config, cli.train(config)
+  return config, training_run.train(config)
 
 
 LOOP_SAMPLE = ((1, 4), (2, 4), (6, 4), (7, 1), (8, 1))   # (bundled span, keep every n-th row)

@@ -15,8 +15,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.baseline_resolver import executor as resolver
 from components.baseline_resolver import manifest as manifest_lib
-from pipeline import lineage
-from pipeline import metadata_queries as mq
+from metadata import lineage
+from metadata import connection as metadata_connection
 
 VERSION = '1795759493'
 ROOT = 'gs://bucket/loopline/pipeline_root/loopline-training/run-1'
@@ -32,33 +32,57 @@ def _value(value):
 
 
 class KfpStore:
-  """Writes executions and artifacts as KFP v2's launcher does."""
+  """Writes executions and artifacts as KFP v2's launcher does: every task in the contexts
+  `system.Pipeline` (the pipeline's name) and `system.PipelineRun` (the run's id)."""
+  PIPELINE_CONTEXT_TYPE, RUN_CONTEXT_TYPE = 'system.Pipeline', 'system.PipelineRun'
 
-  def __init__(self, path):
+  def __init__(self, path, pipeline_name='loopline-training', run_id='run-1'):
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = path
     connection.sqlite.connection_mode = (
         metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
-    self.path = path
+    self.path, self.pipeline_name = path, pipeline_name
     self.store = metadata_store.MetadataStore(connection)
-    self.execution_type = self.store.put_execution_type(
-        metadata_store_pb2.ExecutionType(name='system.ContainerExecution'))
     self.types = {}
+    self.contexts = [self._context(self.PIPELINE_CONTEXT_TYPE, pipeline_name),
+                     self._context(self.RUN_CONTEXT_TYPE, run_id)]
+
+  def _context(self, type_name, name):
+    type_id = self.store.put_context_type(metadata_store_pb2.ContextType(name=type_name))
+    (context_id,) = self.store.put_contexts([metadata_store_pb2.Context(type_id=type_id,
+                                                                        name=name)])
+    return self.store.get_contexts_by_id([context_id])[0]
+
+  def artifact_type_name(self, schema_title):
+    return schema_title
+
+  def value(self, value):
+    return _value(value)
 
   def artifact(self, schema_title, uri, **metadata):
-    if schema_title not in self.types:
-      self.types[schema_title] = self.store.put_artifact_type(
-          metadata_store_pb2.ArtifactType(name=schema_title))
-    artifact = metadata_store_pb2.Artifact(type_id=self.types[schema_title], uri=uri)
+    type_name = self.artifact_type_name(schema_title)
+    if type_name not in self.types:
+      self.types[type_name] = self.store.put_artifact_type(
+          metadata_store_pb2.ArtifactType(name=type_name))
+    artifact = metadata_store_pb2.Artifact(type_id=self.types[type_name], uri=uri)
     for key, value in metadata.items():
-      artifact.custom_properties[key].CopyFrom(_value(value))
+      artifact.custom_properties[key].CopyFrom(self.value(value))
     return artifact
+
+  def execution(self, task_name):
+    """(the execution, its contexts)."""
+    if 'system.ContainerExecution' not in self.types:
+      self.types['system.ContainerExecution'] = self.store.put_execution_type(
+          metadata_store_pb2.ExecutionType(name='system.ContainerExecution'))
+    execution = metadata_store_pb2.Execution(
+        type_id=self.types['system.ContainerExecution'],
+        last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    execution.custom_properties['task_name'].string_value = task_name
+    return execution, self.contexts
 
   def task(self, task_name, inputs, outputs):
     """Records one COMPLETE task; returns {output key: stored artifact}."""
-    execution = metadata_store_pb2.Execution(
-        type_id=self.execution_type, last_known_state=metadata_store_pb2.Execution.COMPLETE)
-    execution.custom_properties['task_name'].string_value = task_name
+    execution, contexts = self.execution(task_name)
     pairs = []
     for kind, artifacts in ((metadata_store_pb2.Event.INPUT, inputs),
                             (metadata_store_pb2.Event.OUTPUT, outputs)):
@@ -66,15 +90,43 @@ class KfpStore:
         event = metadata_store_pb2.Event(type=kind)
         event.path.steps.add().key = key
         pairs.append((artifact, event))
-    _, artifact_ids, _ = self.store.put_execution(execution, pairs, [])
+    _, artifact_ids, _ = self.store.put_execution(execution, pairs, contexts)
     stored = self.store.get_artifacts_by_id(artifact_ids)
     keys = list(inputs) + list(outputs)
     by_key = dict(zip(keys, stored))
     return {key: by_key[key] for key in outputs}
 
 
-def kfp_training_run(path, with_statistics=True):
-  kfp = KfpStore(path)
+class TfxStore(KfpStore):
+  """The same tasks in TFX's own layout (LocalDagRunner): artifact types without `tfx.`, one
+  execution type per component, contexts `pipeline`, `pipeline_run` and `node`, ints as ints."""
+  PIPELINE_CONTEXT_TYPE, RUN_CONTEXT_TYPE = 'pipeline', 'pipeline_run'
+
+  def artifact_type_name(self, schema_title):
+    return schema_title[len('tfx.'):]
+
+  def value(self, value):
+    result = metadata_store_pb2.Value()
+    if isinstance(value, str):
+      result.string_value = value
+    else:
+      result.int_value = value
+    return result
+
+  def execution(self, task_name):
+    if task_name not in self.types:
+      self.types[task_name] = self.store.put_execution_type(
+          metadata_store_pb2.ExecutionType(name=task_name))
+    node = self._context('node', f'{self.pipeline_name}.{task_name}')
+    return metadata_store_pb2.Execution(
+        type_id=self.types[task_name],
+        last_known_state=metadata_store_pb2.Execution.COMPLETE), self.contexts + [node]
+
+
+def kfp_training_run(path, with_statistics=True, store_class=KfpStore):
+  """A training run's lineage as KFP v2 records it (or, with `store_class=TfxStore`, as TFX's
+  LocalDagRunner does)."""
+  kfp = store_class(path)
   splits = '["train", "eval"]'
   examples = kfp.task('SpanRangeCsvExampleGen', {}, {'examples': kfp.artifact(
       'tfx.Examples', f'{ROOT}/SpanRangeCsvExampleGen/examples', split_names=splits,
@@ -113,11 +165,12 @@ def test_walks_the_kubeflow_layout(tmp_path):
 
 def test_the_store_is_opened_from_its_url(tmp_path):
   kfp, _ = kfp_training_run(str(tmp_path / 'kfp.sqlite'))
-  store = mq.open_store(mq.connection_from_url(f'sqlite://{kfp.path}'))
+  store = metadata_connection.open_store(
+      metadata_connection.connection_from_url(f'sqlite://{kfp.path}'))
   assert resolver.resolve_manifest(store, 'big_tipper').model_version == int(VERSION)
-  client = mq.connection_from_url('grpc://metadata-grpc-service.kubeflow:8080')
+  client = metadata_connection.connection_from_url('grpc://metadata-grpc-service.kubeflow:8080')
   assert (client.host, client.port) == ('metadata-grpc-service.kubeflow', 8080)
-  mysql = mq.connection_from_url('mysql://ml:pw@db:3307/metadb').mysql
+  mysql = metadata_connection.connection_from_url('mysql://ml:pw@db:3307/metadb').mysql
   assert (mysql.host, mysql.port, mysql.user, mysql.password, mysql.database) == (
       'db', 3307, 'ml', 'pw', 'metadb')
 
@@ -132,7 +185,7 @@ def test_the_store_is_opened_from_its_url(tmp_path):
 ])
 def test_bad_store_urls_are_named(url, error, message):
   with pytest.raises(error, match=message):
-    mq.connection_from_url(url)
+    metadata_connection.connection_from_url(url)
 
 
 def test_unknown_version_and_broken_lineage_are_named(tmp_path):

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
+from core import spans
 from loopline import cli
-from loopline import spans
 
 
 def _run(capsys, *argv):
@@ -49,7 +49,7 @@ def test_bad_span_range_is_a_usage_error(text, capsys):
 
 
 def test_home_comes_from_flag_then_environment(monkeypatch, tmp_path):
-  from loopline import home
+  from core import home
   monkeypatch.setenv('LOOPLINE_HOME', str(tmp_path / 'env'))
   assert home.resolve_home(None) == str(tmp_path / 'env')
   assert home.resolve_home(str(tmp_path / 'flag')) == str(tmp_path / 'flag')

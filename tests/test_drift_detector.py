@@ -22,10 +22,10 @@ from components.drift_detector import executor as detector
 from components.drift_detector import policy as policy_lib
 from components.drift_detector import spec
 from components.serving_log_gen import spec as log_spec
-from loopline import examples as examples_lib
-from loopline import scenarios
+from core import examples as examples_lib
 from pipeline.config import REPO_ROOT
 from tests.conftest import read_span
+from traffic import scenarios
 
 SCHEMA_PATH = os.path.join(REPO_ROOT, 'schema', 'schema.pbtxt')
 

@@ -15,15 +15,16 @@ from components.drift_detector import executor as detector
 from components.drift_detector.component import DriftDetector
 from components.serving_log_gen import feedback as feedback_lib
 from components.serving_log_gen.component import ServingLogExampleGen
-from loopline import examples as examples_lib
-from loopline import home as home_lib
-from loopline import scenarios
-from pipeline import lineage
-from pipeline import metadata_queries as mq
-from pipeline.training_pipeline import STATS_OPTIONS
+from core import examples as examples_lib
+from core import home as home_lib
+from core.statistics import STATS_OPTIONS
+from metadata import connection as metadata_connection
+from metadata import lineage
+from metadata import queries as mq
 from serving import log_files
 from tests.conftest import read_span
 from tests.test_serving_log_gen import prediction_log
+from traffic import scenarios
 
 PIPELINE = 'loopline-monitoring-test'
 
@@ -48,7 +49,7 @@ def monitored(trained_home, tmp_path_factory):
   home = str(tmp_path_factory.mktemp('monitoring') / 'home')
   shutil.copytree(config.home, home)       # MLMD copy; artifact URIs still point at the run
   connection = metadata.sqlite_metadata_connection_config(home_lib.metadata_path(home))
-  store = mq.open_store(connection)
+  store = metadata_connection.open_store(connection)
   baseline = lineage.resolve_training_baseline(store, summary['pushed_version'])
   schema = tfdv.load_schema_text(config.schema_path)
   types = examples_lib.feature_types(schema)
@@ -133,7 +134,7 @@ def monitored_for_cluster(monitored, trained_home):
   cluster_config = dataclasses.replace(config, home=home)
   tfx.orchestration.LocalDagRunner().run(monitoring_pipeline.create_monitoring_pipeline(
       cluster_config, for_cluster=True))
-  store = mq.open_pipeline_store(cluster_config)
+  store = metadata_connection.open_pipeline_store(cluster_config)
   run = mq.latest_run(store, cluster_config.monitoring_pipeline_name)
   return baseline, records, {r.node_id: r for r in mq.execution_records(store, run)}
 

@@ -4,7 +4,7 @@ The null model is made exact: the population is every row of the training spans 
 the baseline is 9,500 rows drawn from it (the size of a train split), the clean windows are drawn
 from it independently. A clean window is therefore a sample of the baseline's own distribution,
 which is what "no drift" means, at every window size. Scenario windows are drawn the same way and
-then transformed by loopline/scenarios.py.
+then transformed by traffic/scenarios.py.
 
 The fast numpy path (no TFX, no Beam): the same Monitor the DriftDetector executor uses.
 """
@@ -18,9 +18,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from components.drift_detector import columns as columns_lib
 from components.drift_detector import drift
 from components.drift_detector import policy as policy_lib
-from loopline import scenarios
 from pipeline.config import REPO_ROOT
 from tests.conftest import read_span
+from traffic import scenarios
 
 BASELINE_ROWS = 9_500
 CLEAN_WINDOWS = {100: 1000, 1_000: 1000, 10_000: 250}     # window size -> clean windows measured

@@ -19,9 +19,11 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.data_gate import spec as data_gate_spec
 from loopline import cli
+from metadata import connection as metadata_connection
 from pipeline import kubeflow
 from pipeline import training_pipeline
 from pipeline.config import REPO_ROOT, PipelineConfig
+from tests import import_layers
 from tests.conftest import read_span, sample_spans, write_span
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,7 +37,7 @@ IN_PROCESS_BEAM = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
 def _config(**overrides):
   settings = dict(home=ROOT, data_root=kubeflow.IMAGE_DATA_ROOT,
                   schema_path=kubeflow.IMAGE_SCHEMA_PATH,
-                  mysql=kubeflow.parse_mysql_url(kubeflow.CLUSTER_MLMD_URL))
+                  mysql=metadata_connection.parse_mysql_url(kubeflow.CLUSTER_MLMD_URL))
   settings.update(overrides)
   return PipelineConfig(**settings)
 
@@ -546,12 +548,12 @@ def test_compile_refuses_local_pipeline_root(tmp_path):
 
 
 def test_parse_mysql_url():
-  connection = kubeflow.parse_mysql_url('mysql://ml%40user:p%3Ass@db.example:3307/meta')
+  connection = metadata_connection.parse_mysql_url('mysql://ml%40user:p%3Ass@db.example:3307/meta')
   assert (connection.host, connection.port, connection.database, connection.username,
           connection.password) == ('db.example', 3307, 'meta', 'ml@user', 'p:ss')
-  assert kubeflow.parse_mysql_url('mysql://root@mysql/metadb').port == 3306
-  with pytest.raises(kubeflow.CompileError, match='has no host'):
-    kubeflow.parse_mysql_url('mysql://u@/db')
+  assert metadata_connection.parse_mysql_url('mysql://root@mysql/metadb').port == 3306
+  with pytest.raises(ValueError, match='has no host'):
+    metadata_connection.parse_mysql_url('mysql://u@/db')
 
 
 @pytest.fixture(scope='module')
@@ -611,7 +613,9 @@ def test_the_image_holds_what_the_compiled_spec_runs(compiled):
     modules.add(list(container['command'])[2])
   ours = {m.split('.')[0] for m in modules if not m.startswith('tfx.')}
   assert ours == {'components'}
-  for top in ours | {'models', 'pipeline', 'loopline'}:
+  # Every package of every layer (ARCHITECTURE.md): the executors import downwards from there.
+  packages = {p for _, layer in import_layers.LAYERS for p in layer} - {'notebooks'}
+  for top in ours | packages:
     assert top in copied and top not in ignored, top
   for path in (kubeflow.IMAGE_DATA_ROOT, kubeflow.IMAGE_SCHEMA_PATH):
     relative = os.path.relpath(path, workdir)

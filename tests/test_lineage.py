@@ -1,15 +1,16 @@
 """The training baseline of a served version, resolved through a real MLMD store (trained_home)."""
 import pytest
 
-from pipeline import lineage
-from pipeline import metadata_queries as mq
+from metadata import lineage
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 
 
 @pytest.fixture(scope='module')
 def trained(trained_home):
   config, summary = trained_home
   assert summary.get('pushed_version'), 'the quick training run must push a model'
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   run = mq.latest_run(store, config.pipeline_name)
   records = {r.node_id: r for r in mq.execution_records(store, run)}
   return config, summary, store, records

@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-from loopline import spans as spans_lib
-from loopline import traffic_cli
+from core import spans as spans_lib
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline import loop
-from pipeline import metadata_queries as mq
+from traffic import runs as traffic_runs
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -37,7 +38,7 @@ def test_the_labelled_window_became_a_span_and_the_retrained_model_is_canary(loo
   config, results, _ = loop_results
   home_spans = os.path.join(config.home, 'spans')
   assert results['new_span'] == 3 and spans_lib.list_spans(home_spans) == {1: 1, 2: 1, 3: 1}
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   latest = mq.latest_run(store, config.pipeline_name)
   records = {r.node_id: r for r in mq.execution_records(store, latest)}
   examples = records['SpanRangeCsvExampleGen'].outputs['examples'][0]
@@ -72,7 +73,7 @@ def test_stable_and_canary_are_each_scored_on_their_own_labelled_traffic(loop_re
   # A new monitoring run, not one of the earlier windows.
   assert len({results['clean']['run_id'], results['drifted']['run_id'],
               monitored['run_id']}) == 3
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   assert mq.latest_run(store, config.monitoring_pipeline_name).name == monitored['run_id']
   assert set(monitored['versions']) == {first, canary}
   answered = results['canary_replay']['versions']
@@ -91,7 +92,7 @@ def test_stable_and_canary_are_each_scored_on_their_own_labelled_traffic(loop_re
   # 80/20 routing: stable answers most of the traffic.
   assert answered[first] > answered[canary]
   # The canary traffic is span 6, which neither model trained on (not a replay of stage 4).
-  assert results['canary_replay']['sent'] == len(traffic_cli.load_rows(config.data_root, 6, 6))
+  assert results['canary_replay']['sent'] == len(traffic_runs.load_rows(config.data_root, 6, 6))
   assert results['canary_replay']['scenario'] == loop.DRIFT_SCENARIO
 
 

@@ -5,16 +5,18 @@ throwaway data directory by scripts/mariadb.sh), and the lineage is read back fr
 Nothing is skipped: if MariaDB cannot be installed or started, or MLMD's MySQL client cannot talk
 to it, the test fails with that error.
 """
+import dataclasses
+import json
 import os
 import socket
 import subprocess
 
 import pytest
 
-from loopline import cli
-from pipeline import kubeflow
-from pipeline import metadata_queries as mq
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from pipeline import training_pipeline
+from pipeline import training_run
 from pipeline.config import REPO_ROOT, PipelineConfig
 from tests.conftest import import_loopline_nb, sample_spans
 
@@ -47,16 +49,16 @@ def mysql_url(tmp_path_factory):
 @pytest.fixture(scope='module')
 def mysql_run(mysql_url, tmp_path_factory):
   """The quick pipeline on MySQL, run as `loopline train` runs it (LocalDagRunner), then read
-  back with the run summary. (`cli.train` also stages the pushed model in the registry, which
-  fails on MySQL: see test_registry_staging_on_mysql.)"""
+  back with the run summary; the registry stages its pushed model later (a SELECT-only user first
+  fails to)."""
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from pipeline import run_summary
   base = tmp_path_factory.mktemp('mysql_run')
   config = PipelineConfig.quick(
       str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
       last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
-      mysql=kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
-  cli.check_inputs(config)
+      mysql=metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
+  training_run.check_inputs(config)
   LocalDagRunner().run(training_pipeline.create_pipeline(
       config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
   return config, run_summary.collect(config)
@@ -65,7 +67,7 @@ def mysql_run(mysql_url, tmp_path_factory):
 def test_the_training_pipeline_records_to_mysql(mysql_run):
   config, summary = mysql_run
   assert not os.path.exists(config.metadata_path)        # nothing went to SQLite
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   assert config.mysql.database == 'loopline_mlmd'
   runs = mq.run_contexts(store, config.pipeline_name)
   assert [r.name for r in runs] == [summary['run_id']]
@@ -105,21 +107,64 @@ def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, 
   assert all(s in graph.nodes and t in graph.nodes for s, t in graph.edges)
 
 
-def test_registry_staging_on_mysql(mysql_run):
-  """The registry's records fit MLMD's MySQL schema (its integer column is 32-bit)."""
+def _reader_url(mysql_url: str) -> str:
+  """The SELECT-only user scripts/mariadb.sh creates, on the module's database."""
+  host = mysql_url.rpartition('@')[2]
+  return f'mysql://loopline_reader:loopline_reader@{host}/loopline_mlmd'
+
+
+def test_a_select_only_user_reads_the_registry_lineage_and_notebooks_but_cannot_write(
+    mysql_run, mysql_url, monkeypatch, capsys):
+  """Reads need SELECT alone: the registry's list/show, `loopline models list|show`, `loopline
+  lineage` and the notebooks. A write with that user fails naming the missing privilege and
+  writes nothing; the full user then stages the version as `loopline train` does (the
+  registry's records fit MLMD's MySQL schema, whose integer column is 32-bit)."""
+  from loopline import cli
   import registry
+  from tests.test_notebooks import execute, summary_line
   config, summary = mysql_run
-  transition = registry.stage_pushed_model(config, summary['pushed_version'])
-  assert transition.to_stage == 'production'
-  (record,) = [r for r in registry.list_models(config, metrics=False)
-               if str(r.version) == str(summary['pushed_version'])]
+  version = str(summary['pushed_version'])
+  reader = dataclasses.replace(config, mysql=metadata_connection.parse_mysql_url(
+      _reader_url(mysql_url)))
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', _reader_url(mysql_url))
+
+  assert cli.main(['--home', config.home, 'models', 'stage', version]) == 1
+  assert 'lacks the INSERT privilege' in capsys.readouterr().err
+  with pytest.raises(registry.RegistryError, match='lacks the INSERT privilege'):
+    registry.stage_pushed_model(reader, version)
+  assert not registry.Registry(config).records.transitions()          # nothing was written
+
+  training_run.stage_in_registry(config, summary)          # the full user, as `loopline train`
+  assert summary['registry'].endswith(f'version {version} -> production')
+  (record,) = [r for r in registry.list_models(config, metrics=False) if str(r.version) == version]
   assert record.stage == 'production' and record.stage_changed_at_ms > 1.7e12
+
+  assert ([r.as_dict() for r in registry.list_models(reader, metrics=False)] ==
+          [r.as_dict() for r in registry.list_models(config, metrics=False)])
+  assert cli.main(['--home', config.home, 'models', 'list', '--json', '--no-metrics']) == 0
+  listed = json.loads(capsys.readouterr().out)
+  assert [(m['version'], m['stage']) for m in listed['models']] == [(int(version), 'production')]
+  assert cli.main(['--home', config.home, 'lineage', version, '--json', '--no-metrics']) == 0
+  traced = json.loads(capsys.readouterr().out)
+  assert traced['lineage'] == json.loads(json.dumps(
+      registry.describe(config, version, metrics=False)['lineage'], default=str))
+  roles = [step['role'] for step in traced['lineage']]
+  assert {'data', 'statistics', 'transform', 'training', 'evaluation', 'push'} <= set(roles)
+  assert cli.main(['--home', config.home, 'models', 'show', version, '--json',
+                   '--no-metrics']) == 0
+  assert json.loads(capsys.readouterr().out)['lineage'] == traced['lineage']
+
+  env = {'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': _reader_url(mysql_url)}
+  for name, summary_name in (('01_data.ipynb', 'data'), ('02_model_analysis.ipynb', 'model'),
+                             ('03_lineage.ipynb', 'lineage')):
+    _, text = execute(name, env)
+    assert summary_line(text, summary_name), f'{name} printed no SUMMARY line'
 
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
   nb = import_loopline_nb()
-  good = kubeflow.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
-  wrong_password = kubeflow.parse_mysql_url(
+  good = metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
+  wrong_password = metadata_connection.parse_mysql_url(
       f'mysql://{good.username}:not-the-password@{good.host}:{good.port}/loopline_mlmd')
   config = PipelineConfig(home=str(tmp_path), mysql=wrong_password)
   with pytest.raises(ConnectionError, match=r'cannot open ML Metadata on MySQL '
@@ -127,7 +172,7 @@ def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
                                             r'answers: check the user, password and database '
                                             r'\(MLMD: mysql_real_connect failed'):
     nb.open_run(config=config)
-  closed = kubeflow.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
+  closed = metadata_connection.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
   with pytest.raises(ConnectionError, match=r'nothing answers on 127\.0\.0\.1:\d+ \('
                                             r'Connection refused\)'):
     nb.open_run(config=PipelineConfig(home=str(tmp_path), mysql=closed))

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from pipeline import metadata_queries as mq
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from tests.conftest import NOTEBOOKS_DIR, import_loopline_nb
 
 pytestmark = pytest.mark.timeout(900)
@@ -150,17 +151,17 @@ def second_run(trained_home, tmp_path_factory):
   """A copy of the trained home with a second run: a new model, evaluated against the first."""
   import dataclasses
   import shutil
-  from loopline import cli
+  from pipeline import training_run
   config, first = trained_home
   home = str(tmp_path_factory.mktemp('second') / 'home')
   shutil.copytree(config.home, home)
   second_config = dataclasses.replace(config, home=home, train_steps=config.train_steps // 2)
-  return second_config, first, cli.train(second_config)
+  return second_config, first, training_run.train(second_config)
 
 
 def test_model_analysis_compares_with_the_baseline(second_run):
   config, first, second = second_run
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   run = mq.run_contexts(store, config.pipeline_name)[-1]
   records = {r.node_id: r for r in mq.execution_records(store, run)}
   baseline = records['Evaluator'].inputs['baseline_model'][0]
@@ -192,7 +193,7 @@ def test_monitoring_notebook(loop_results):
       'LOOPLINE_MONITORING_RUN_ID': ''})
   line = summary_line(text, 'monitoring')
   latest = results['canary']
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   runs = [r.name for r in mq.run_contexts(store, config.monitoring_pipeline_name)]
   assert runs == [results['clean']['run_id'], results['drifted']['run_id'], latest['run_id']]
   assert line.startswith(f'run {latest["run_id"]}; 3 runs; ')

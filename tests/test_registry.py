@@ -18,6 +18,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from loopline import cli
+from pipeline import training_run
 from pipeline.config import REPO_ROOT
 from registry import api, catalog, checks, serving_config, stages
 from registry.errors import ConcurrentChangeError, RefusedError, UnknownVersionError
@@ -40,8 +41,10 @@ def setup(trained_home, tmp_path_factory):
   config, first = trained_home
   home = str(tmp_path_factory.mktemp('registry') / 'home')
   shutil.copytree(config.home, home)
-  second = cli.train(dataclasses.replace(config, home=home, train_steps=200, max_auc_drop=1.0))
-  third = cli.train(dataclasses.replace(config, home=home, train_steps=150, min_auc=0.999))
+  second = training_run.train(dataclasses.replace(config, home=home, train_steps=200,
+                                                  max_auc_drop=1.0))
+  third = training_run.train(dataclasses.replace(config, home=home, train_steps=150,
+                                                 min_auc=0.999))
   assert second.get('blessed') and second.get('pushed_version'), second
   assert not third.get('blessed') and not third.get('pushed_version'), third
   v1, v2 = int(first['pushed_version']), int(second['pushed_version'])

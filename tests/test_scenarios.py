@@ -4,8 +4,8 @@ import collections
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from loopline import scenarios
 from tests.conftest import read_span
+from traffic import scenarios
 
 _, ROWS = read_span(3)
 ROWS = ROWS[:600]

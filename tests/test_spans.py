@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from loopline import spans
+from core import spans
 from models import features
 from pipeline.config import REPO_ROOT
 from tests.conftest import read_span, write_span

@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from components.data_gate.executor import DataGateError
-from loopline import cli
-from loopline import examples as examples_lib
+from core import examples as examples_lib
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 from models import features
-from pipeline import metadata_queries as mq
+from pipeline import training_run
 from pipeline.config import PipelineConfig
 from tests.conftest import read_span, sample_spans, write_span
 
@@ -32,7 +33,7 @@ def _config(home, data_root, **overrides):
 
 
 def _records(config, run_index=-1):
-  store = mq.open_pipeline_store(config)
+  store = metadata_connection.open_pipeline_store(config)
   run = mq.run_contexts(store, config.pipeline_name)[run_index]
   return {r.node_id: r for r in mq.execution_records(store, run)}
 
@@ -45,7 +46,7 @@ def _versions(config):
 def first_run(tmp_path_factory):
   base = tmp_path_factory.mktemp('e2e')
   config = _config(str(base / 'home'), sample_spans(str(base / 'spans')))
-  summary = cli.train(config)
+  summary = training_run.train(config)
   return config, summary
 
 
@@ -61,10 +62,10 @@ def test_every_component_runs_once_and_the_model_is_pushed(first_run):
 
 
 def test_first_blessed_push_becomes_the_stable_production_model(first_run):
-  from loopline import home as home_lib
+  from core import home as home_lib
   from serving.config import parse_model_config_text
   config, summary = first_run
-  cli.stage_in_registry(config, summary)      # what `loopline train` does after a push
+  training_run.stage_in_registry(config, summary)      # what `loopline train` does after a push
   assert summary['registry'] == (f'bootstrap: version {summary["pushed_version"]} -> '
                                  'production')
   with open(home_lib.serving_config_path(config.home)) as f:
@@ -105,13 +106,13 @@ def test_pushed_model_answers_serialized_examples(first_run):
 def test_rerun_with_nothing_changed_comes_from_cache(first_run):
   config, first_summary = first_run
   versions_before = _versions(config)
-  summary = cli.train(config)
+  summary = training_run.train(config)
   records = _records(config)
   assert {n: records[n].state for n in BEFORE_EVALUATOR} == {
       n: 'CACHED' for n in BEFORE_EVALUATOR}
   assert summary['pushed_version'] == first_summary['pushed_version']
   assert _versions(config) == versions_before
-  cli.stage_in_registry(config, summary)
+  training_run.stage_in_registry(config, summary)
   assert 'already registered' in summary['registry']
 
 
@@ -119,7 +120,7 @@ def test_tuning_off_reuses_the_last_tuned_hyperparameters(first_run):
   config, _ = first_run
   tuned = _records(config, 0)['Tuner'].outputs['best_hyperparameters'][0]
   no_tuning = _config(config.home, config.data_root, enable_tuning=False)
-  summary = cli.train(no_tuning)
+  summary = training_run.train(no_tuning)
   records = _records(no_tuning)
   assert 'Tuner' not in records
   assert records['Trainer'].inputs['hyperparameters'][0].id == tuned.id
@@ -142,7 +143,7 @@ def test_broken_span_stops_at_the_gate_and_pushes_nothing(first_run, tmp_path):
   versions_before = _versions(config)
   broken = _config(config.home, data_root, last_span=3)
   with pytest.raises(DataGateError) as error:
-    cli.train(broken)
+    training_run.train(broken)
   message = str(error.value)
   for feature in ('payment_type', 'trip_miles', 'fare'):
     assert f'  - {feature}: ' in message, message

@@ -1,7 +1,7 @@
 """TrainingBaselineResolver: the training baseline of a served version, found at run time.
 
 The local monitoring pipeline resolves each served version's baseline through ML Metadata
-lineage when the pipeline is built (pipeline/lineage.py) and brings the artifacts in with
+lineage when the pipeline is built (metadata/lineage.py) and brings the artifacts in with
 Importers. A pipeline compiled for a cluster cannot: compiling touches no store, and open-source
 Kubeflow Pipelines runs no TFX Resolver. This component does the same lineage walk inside the
 run, against the store named by `metadata_url` (the cluster's ML Metadata gRPC service, or MySQL,

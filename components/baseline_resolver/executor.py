@@ -9,8 +9,9 @@ from tfx.types import artifact_utils
 
 from components.baseline_resolver import manifest as manifest_lib
 from components.baseline_resolver import spec
-from pipeline import lineage
-from pipeline import metadata_queries as mq
+from metadata import lineage
+from metadata import connection as metadata_connection
+from metadata import queries as mq
 
 
 def _splits(artifact) -> List[str]:
@@ -46,7 +47,8 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    store = mq.open_store(mq.connection_from_url(exec_properties[spec.METADATA_URL_KEY]))
+    store = metadata_connection.open_store(
+        metadata_connection.connection_from_url(exec_properties[spec.METADATA_URL_KEY]))
     manifest = resolve_manifest(store, exec_properties[spec.MODEL_NAME_KEY],
                                 exec_properties.get(spec.MODEL_VERSION_KEY))
     output = artifact_utils.get_single_instance(output_dict[spec.BASELINE_KEY])

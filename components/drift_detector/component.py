@@ -2,7 +2,7 @@
 
 Compares a serving window (ServingLogExampleGen's `serving` split) with the training data of the
 model version that served it: the raw training Examples and their StatisticsGen output, resolved
-through ML Metadata lineage (pipeline/lineage.py: PushedModel -> Model -> Trainer's examples ->
+through ML Metadata lineage (metadata/lineage.py: PushedModel -> Model -> Trainer's examples ->
 Transform's input -> StatisticsGen) and brought into the monitoring pipeline with Importers that
 re-use those very artifacts, so the lineage edge baseline -> drift verdict is recorded in MLMD.
 

@@ -44,8 +44,8 @@ from components.drift_detector import policy as policy_lib
 from components.drift_detector import report as report_lib
 from components.drift_detector import spec
 from components.serving_log_gen import spec as log_spec
+from core.statistics import STATS_OPTIONS
 from models import features
-from pipeline.training_pipeline import STATS_OPTIONS
 
 PREDICTION_BATCH = 1024
 _METRIC_ANOMALY = {

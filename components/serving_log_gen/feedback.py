@@ -2,7 +2,7 @@
 
 Format (one or more files, written whenever labels become known):
 
-    <home>/feedback/<anything>.csv           (loopline.home.feedback_dir(home))
+    <home>/feedback/<anything>.csv           (core.home.feedback_dir(home))
 
     request_id,big_tipper
     r-000017,1

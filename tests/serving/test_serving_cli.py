@@ -43,6 +43,7 @@ def test_defaults_follow_the_home_layout_and_loopback_ports(tmp_path):
   assert (entry.name, entry.base_path) == ('big_tipper', str(tmp_path / 'serving' / 'big_tipper'))
   assert config.request_log.directory == str(tmp_path / 'request_logs')
   assert config.batching.enabled and args.func is cli.serve
+  assert config.routing_seed is None           # unseeded routing unless asked
 
 
 def test_the_registry_models_config_is_the_default_when_it_exists(tmp_path):
@@ -75,8 +76,10 @@ def test_cli_options_reach_the_config(tmp_path):
   config = cli.config_from_args(parse(
       '--canary', 'big_tipper:stable=90,canary=10', '--no-batching',
       '--log-sampling-rate', '0.25', '--redact-feature', 'company', '--hash-feature', 'taxi_id',
-      '--log-hash-key-file', str(key_file), '--rest-host', '0.0.0.0', home=tmp_path))
+      '--log-hash-key-file', str(key_file), '--rest-host', '0.0.0.0', '--routing-seed', '11',
+      home=tmp_path))
   assert config.canary_weights == {'big_tipper': {'stable': 90.0, 'canary': 10.0}}
+  assert config.routing_seed == 11
   assert not config.batching.enabled and config.request_log.sampling_rate == 0.25
   assert config.privacy.hash_key == b'k' * 32 and config.rest_host == '0.0.0.0'
   config.validate()

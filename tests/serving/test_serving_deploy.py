@@ -8,7 +8,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from loopline.home import MODEL_NAME
+from core.home import MODEL_NAME
 from serving.config import (DEFAULT_GRPC_PORT, DEFAULT_REST_PORT, BatchingConfig,
                             load_model_config_file)
 from serving.rest import METRICS_PATH

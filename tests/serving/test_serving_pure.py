@@ -165,6 +165,23 @@ def test_sticky_routing_is_deterministic_per_key_and_spreads_keys():
   assert labels == {'stable', 'canary'}
 
 
+def test_a_routing_seed_makes_keyless_and_keyed_routing_reproducible():
+  weights = {'m': {'stable': 50, 'canary': 50}}
+
+  def labels(seed, keys):
+    router = routing.CanaryRouter(weights, seed=seed)
+    return [router.choose_label('m', {'stable', 'canary'}, key) for key in keys]
+
+  keyless, keyed = [None] * 100, [f'{i:06d}' for i in range(100)]
+  assert labels(11, keyless) == labels(11, keyless)
+  assert labels(11, keyless) != labels(12, keyless)
+  assert labels(11, keyed) == labels(11, keyed)
+  assert labels(11, keyed) != labels(12, keyed)          # the seed salts the keys' hash
+  assert labels(11, keyed) == labels(11, keyed[::-1])[::-1]   # per key, whatever the order
+  with pytest.raises(ValueError, match='not both'):
+    routing.CanaryRouter(weights, random.Random(1), seed=1)
+
+
 def test_unassigned_labels_are_skipped():
   router = routing.CanaryRouter({'m': {'stable': 90, 'canary': 10}})
   assert {router.choose_label('m', {'stable'}) for _ in range(200)} == {'stable'}

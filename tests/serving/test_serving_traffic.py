@@ -81,6 +81,59 @@ def test_sticky_routing_key_keeps_a_user_on_one_version(two_versions):
     assert {version_for(f'user-{i}') for i in range(40)} == {'1', '2'}
 
 
+def test_servers_with_one_routing_seed_route_a_request_sequence_identically(two_versions):
+  """`--routing-seed`: two servers with the same seed answer the same sequence of bare-name
+  requests with the same versions; another seed splits it differently."""
+
+  def versions_answering(seed):
+    config = make_config(two_versions, model_config=parse_model_config_text(
+        two_version_config(two_versions)), canary_weights={'m': {'stable': 50, 'canary': 50}},
+                         routing_seed=seed)
+    with ServerThread(config) as server, requests.Session() as session:
+      return [session.post(server.rest_url + '/v1/models/m:predict',
+                           json={'instances': [b64(1)]}, timeout=30).headers['X-Model-Version']
+              for _ in range(40)]
+
+  first = versions_answering(11)
+  assert set(first) == {'1', '2'}
+  assert versions_answering(11) == first
+  assert versions_answering(12) != first
+
+
+def test_replays_of_the_same_rows_reach_the_same_labels_at_any_concurrency(two_versions,
+                                                                           tmp_path):
+  """What the loop relies on: a replay sends each row's position as the routing key, so with the
+  sticky header and a routing seed, every replay of the same rows sends each row to one label."""
+  from traffic import replay as replay_lib
+  rows = [{'x': str(i), 'big_tipper': '0'} for i in range(80)]
+
+  def replay_twice(seed):
+    config = make_config(two_versions, model_config=parse_model_config_text(
+        two_version_config(two_versions)), canary_weights={'m': {'stable': 50, 'canary': 50}},
+                         sticky_header=replay_lib.ROUTING_KEY_HEADER, routing_seed=seed)
+    runs = []
+    with ServerThread(config) as server:
+      sender = replay_lib.RestSender('127.0.0.1', server.server.rest_port, 'm')
+      for run in ('a', 'b'):
+        answered = {}
+
+        def send(request_id, example, routing_key):
+          status, version = sender.send(request_id, example, routing_key)
+          answered[request_id.rsplit('-', 1)[1]] = version
+          return status, version
+
+        result = replay_lib.replay(rows, send, lambda row: tm.example(float(row['x'])),
+                                   f'{seed}{run}', 'none', str(tmp_path / f'{seed}{run}'),
+                                   concurrency=8)
+        assert result.succeeded == len(rows)
+        runs.append(answered)
+    return runs
+
+  first, second = replay_twice(11)
+  assert first == second and set(first.values()) == {'1', '2'}
+  assert replay_twice(12)[0] != first
+
+
 def test_canary_falls_back_when_a_label_is_unassigned(two_versions):
   config = make_config(two_versions, model_config=parse_model_config_text(
       two_version_config(two_versions, canary=None)),

@@ -1,4 +1,5 @@
-"""One pipeline's lineage graph, read from ML Metadata in a few queries and walked in memory.
+"""One pipeline's lineage graph, read from ML Metadata in a few queries and walked in memory, in
+either layout (metadata.layout: TFX's, or Kubeflow Pipelines v2's).
 
 Executions with their node id, run and state; artifacts with their type; INPUT/OUTPUT events with
 every key of their path (TFX records one event with two keys when an artifact feeds two inputs,
@@ -12,10 +13,11 @@ import collections
 import dataclasses
 from typing import Dict, List, Optional
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import metadata_queries as mq
+from metadata import layout
 
 _INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -40,18 +42,8 @@ class Graph:
     self.executions: Dict[int, metadata_store_pb2.Execution] = {}
     self.node: Dict[int, str] = {}
     self.run: Dict[int, str] = {}
-    pipeline = store.get_context_by_type_and_name(mq.PIPELINE_CONTEXT_TYPE, pipeline_name)
-    if pipeline is not None:
-      self.executions = {e.id: e for e in store.get_executions_by_context(pipeline.id)}
-      prefix = f'{pipeline_name}.'
-      for context in store.get_contexts_by_type(mq.NODE_CONTEXT_TYPE):
-        if context.name.startswith(prefix):
-          for execution in store.get_executions_by_context(context.id):
-            self.node[execution.id] = context.name[len(prefix):]
-      for context in store.get_contexts_by_type(mq.RUN_CONTEXT_TYPE):
-        for execution in store.get_executions_by_context(context.id):
-          if execution.id in self.executions:
-            self.run[execution.id] = context.name
+    if not self._read_tfx_layout(store, pipeline_name):
+      self._read_kfp_layout(store, pipeline_name)
     events = store.get_events_by_execution_ids(list(self.executions)) if self.executions else []
     self.artifacts: Dict[int, metadata_store_pb2.Artifact] = {
         a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
@@ -69,10 +61,40 @@ class Graph:
         self.outputs[event.execution_id].append(edge)
         self.producers[event.artifact_id].append(event.execution_id)
 
+  def _read_tfx_layout(self, store, pipeline_name: str) -> bool:
+    pipeline = _context(store, layout.PIPELINE_CONTEXT_TYPE, pipeline_name)
+    if pipeline is None:
+      return False
+    self.executions = {e.id: e for e in store.get_executions_by_context(pipeline.id)}
+    prefix = f'{pipeline_name}.'
+    for context in store.get_contexts_by_type(layout.NODE_CONTEXT_TYPE):
+      if context.name.startswith(prefix):
+        for execution in store.get_executions_by_context(context.id):
+          self.node[execution.id] = context.name[len(prefix):]
+    self._read_runs(store, layout.RUN_CONTEXT_TYPE)
+    return True
+
+  def _read_kfp_layout(self, store, pipeline_name: str) -> None:
+    """Kubeflow Pipelines v2: the tasks of the `system.Pipeline` context, node = `task_name`."""
+    pipeline = _context(store, layout.KFP_PIPELINE_CONTEXT_TYPE, pipeline_name)
+    if pipeline is None:
+      return
+    self.executions = {e.id: e for e in store.get_executions_by_context(pipeline.id)
+                       if layout.task_name(e)}
+    self.node = {i: layout.task_name(e) for i, e in self.executions.items()}
+    self._read_runs(store, layout.KFP_RUN_CONTEXT_TYPE)
+
+  def _read_runs(self, store, run_context_type: str) -> None:
+    for context in store.get_contexts_by_type(run_context_type):
+      for execution in store.get_executions_by_context(context.id):
+        if execution.id in self.executions:
+          self.run[execution.id] = context.name
+
   # ---- artifacts -----------------------------------------------------------------------------
 
   def type_name(self, artifact: metadata_store_pb2.Artifact) -> str:
-    return self.artifact_type_names.get(artifact.type_id, '?')
+    """The TFX name of the artifact's type, in either layout (`tfx.Model` -> `Model`)."""
+    return layout.artifact_type_name(self.artifact_type_names.get(artifact.type_id, '?'))
 
   def artifacts_of_type(self, type_name: str) -> List[metadata_store_pb2.Artifact]:
     return sorted((a for a in self.artifacts.values() if self.type_name(a) == type_name),
@@ -113,3 +135,11 @@ class Graph:
     """Executions that consumed the artifact under `key` (optionally of one node), oldest first."""
     return sorted({e.execution_id for e in self.consumers.get(artifact_id, [])
                    if key in e.keys and (node is None or self.node.get(e.execution_id) == node)})
+
+
+def _context(store, type_name: str, name: str):
+  """The context, None when it (or its type) does not exist."""
+  try:
+    return store.get_context_by_type_and_name(type_name, name)
+  except mlmd_errors.NotFoundError:
+    return None

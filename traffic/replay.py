@@ -1,11 +1,13 @@
 """`loopline replay`: send held-back spans to the model server as production traffic would.
 
 Rows of the chosen spans (by default the "future" spans 6-8) go through a breakage scenario
-(loopline/scenarios.py), become serialized tf.Examples the way the upstream service builds them
+(traffic/scenarios.py), become serialized tf.Examples the way the upstream service builds them
 (typed by the curated schema, except the columns the scenario sends as text), and are sent one
-request per row over REST or gRPC with a request id, at a
-bounded rate and concurrency. The label is never sent: it is kept in the replay's ground-truth
-manifest, `<home>/replays/<replay id>/ground_truth.csv`, which `loopline feedback` delivers later.
+request per row over REST or gRPC with a request id and a routing key (the row's position: a
+server with a sticky routing header and a routing seed then sends the same rows to the same label
+on every replay, whatever the concurrency), at a bounded rate and concurrency. The label is never
+sent: it is kept in the replay's ground-truth manifest,
+`<home>/replays/<replay id>/ground_truth.csv`, which `loopline feedback` delivers later.
 """
 import base64
 import concurrent.futures
@@ -21,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from models import features
 
 MANIFEST_FILE = 'ground_truth.csv'
+ROUTING_KEY_HEADER = 'X-Routing-Key'   # the row's position in the replay
 SUMMARY_FILE = 'replay.json'
 
 
@@ -81,14 +84,15 @@ class RestSender:
                                                           timeout=self._timeout)
     return self._local.connection
 
-  def send(self, request_id: str, serialized_example: bytes):
+  def send(self, request_id: str, serialized_example: bytes, routing_key: str = ''):
     """Returns (status text, answering version or None)."""
     body = json.dumps({'instances': [{'b64': base64.b64encode(serialized_example).decode()}]})
     for attempt in (1, 2):                       # one retry on a connection the server closed
       connection = self._connection()
       try:
         connection.request('POST', self._path, body=body, headers={
-            'Content-Type': 'application/json', 'X-Request-Id': request_id})
+            'Content-Type': 'application/json', 'X-Request-Id': request_id,
+            ROUTING_KEY_HEADER: routing_key})
         response = connection.getresponse()
         response.read()
         return ('ok' if response.status == 200 else f'http_{response.status}',
@@ -112,7 +116,7 @@ class GrpcSender:
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._model_name, self._timeout = model_name, timeout
 
-  def send(self, request_id: str, serialized_example: bytes):
+  def send(self, request_id: str, serialized_example: bytes, routing_key: str = ''):
     request = self._predict_pb2.PredictRequest()
     request.model_spec.name = self._model_name
     request.model_spec.signature_name = features.SERVING_SIGNATURE
@@ -120,13 +124,14 @@ class GrpcSender:
         self._tf.make_tensor_proto([serialized_example], dtype=self._tf.string))
     try:
       response = self._stub.Predict(request, timeout=self._timeout,
-                                    metadata=(('x-request-id', request_id),))
+                                    metadata=(('x-request-id', request_id),
+                                              (ROUTING_KEY_HEADER.lower(), routing_key)))
       return 'ok', str(response.model_spec.version.value)
     except self._grpc.RpcError as e:
       return f'grpc_{e.code().name}', None
 
 
-def replay(rows: Sequence[Dict[str, str]], send: Callable[[str, bytes], tuple],
+def replay(rows: Sequence[Dict[str, str]], send: Callable[[str, bytes, str], tuple],
            to_example: Callable[[Dict[str, str]], bytes], replay_id: str, scenario: str,
            out_dir: str, concurrency: int = 8, rate: float = 0.0,
            progress: Optional[Callable[[str], None]] = None) -> ReplayResult:
@@ -151,7 +156,7 @@ def replay(rows: Sequence[Dict[str, str]], send: Callable[[str, bytes], tuple],
   def send_one(index: int) -> None:
     row = {k: v for k, v in rows[index].items() if k != features.LABEL_KEY}
     limiter.wait()
-    status, version = send(request_ids[index], to_example(row))
+    status, version = send(request_ids[index], to_example(row), f'{index:06d}')
     with lock:
       result.sent += 1
       if status == 'ok':

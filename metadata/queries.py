@@ -10,9 +10,7 @@ from typing import Any, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-PIPELINE_CONTEXT_TYPE = 'pipeline'
-RUN_CONTEXT_TYPE = 'pipeline_run'
-NODE_CONTEXT_TYPE = 'node'
+from metadata.layout import NODE_CONTEXT_TYPE, PIPELINE_CONTEXT_TYPE, RUN_CONTEXT_TYPE
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
@@ -33,86 +31,6 @@ class ExecutionRecord:
   def seconds(self) -> float:
     return (self.execution.last_update_time_since_epoch -
             self.execution.create_time_since_epoch) / 1000.0
-
-
-def open_store(connection_config) -> metadata_store.MetadataStore:
-  return metadata_store.MetadataStore(connection_config)
-
-
-def connection_config(config) -> metadata_store_pb2.ConnectionConfig:
-  """The MLMD connection of a PipelineConfig: MySQL when configured, else SQLite in the home."""
-  if config.mysql:
-    return _mysql_connection(config.mysql)
-  connection = metadata_store_pb2.ConnectionConfig()
-  os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-  connection.sqlite.filename_uri = config.metadata_path
-  connection.sqlite.connection_mode = (
-      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
-  return connection
-
-
-def _mysql_connection(mysql) -> metadata_store_pb2.ConnectionConfig:
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.mysql.host = mysql.host
-  connection.mysql.port = mysql.port
-  connection.mysql.database = mysql.database
-  connection.mysql.user = mysql.username
-  connection.mysql.password = mysql.password
-  return connection
-
-
-SQLITE_SCHEME = 'sqlite://'
-GRPC_SCHEME = 'grpc://'
-
-
-def metadata_url(config) -> str:
-  """Where a pipeline's own tasks reach ML Metadata (the TrainingBaselineResolver's store).
-
-  `config.metadata_service_url` when set (in a cluster: its ML Metadata gRPC service), else the
-  pipeline's store: `mysql://...` or `sqlite:///<home>/metadata/metadata.sqlite`.
-  """
-  if config.metadata_service_url:
-    return config.metadata_service_url
-  if config.mysql:
-    m = config.mysql
-    from urllib import parse
-    password = f':{parse.quote(m.password, safe="")}' if m.password else ''
-    return (f'mysql://{parse.quote(m.username, safe="")}{password}@{m.host}:{m.port}/'
-            f'{m.database}')
-  return SQLITE_SCHEME + config.metadata_path
-
-
-def connection_from_url(url: str):
-  """An MLMD connection from a URL: `grpc://HOST:PORT` (an ML Metadata gRPC service, as in a
-  Kubeflow cluster), `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`, or `sqlite:///ABSOLUTE/PATH` (the
-  file must exist: a typo must not create an empty store). ValueError names what is wrong.
-  """
-  if url.startswith(GRPC_SCHEME):
-    host, sep, port = url[len(GRPC_SCHEME):].rstrip('/').rpartition(':')
-    if not sep or not host or not port.isdigit():
-      raise ValueError(f'ML Metadata URL {url!r} must look like grpc://HOST:PORT')
-    return metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
-  if url.startswith('mysql://'):
-    from pipeline import kubeflow
-    return _mysql_connection(kubeflow.parse_mysql_url(url))
-  if url.startswith(SQLITE_SCHEME):
-    path = url[len(SQLITE_SCHEME):]
-    if not os.path.isabs(path):
-      raise ValueError(f'ML Metadata URL {url!r}: the SQLite path must be absolute '
-                       f'(sqlite:///abs/path)')
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'ML Metadata URL {url!r}: no SQLite file at {path}')
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return connection
-  raise ValueError(f'ML Metadata URL {url!r}: use grpc://HOST:PORT, mysql://USER@HOST/DB or '
-                   f'sqlite:///PATH')
-
-
-def open_pipeline_store(config) -> metadata_store.MetadataStore:
-  """The MLMD store of a PipelineConfig."""
-  return open_store(connection_config(config))
 
 
 def read_hyperparameters(uri: str) -> Optional[Dict[str, Any]]:

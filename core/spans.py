@@ -10,6 +10,7 @@ Spans 1-5 (2013 H1 - 2015 H1, about 80% of the rows) are the training spans; spa
 
 Pure logic: csv and datetime only, no TFX import.
 """
+import argparse
 import csv
 import dataclasses
 import datetime
@@ -32,6 +33,18 @@ FARE_COLUMN = 'fare'
 
 class SpanError(ValueError):
   """Raised for span data that cannot be used; the message names the file and the problem."""
+
+
+def parse_span_range(text: str) -> tuple:
+  """'3' -> (3, 3); '1-5' -> (1, 5). An argparse `type=` (bad text: ArgumentTypeError)."""
+  try:
+    first, _, last = text.partition('-')
+    span_range = (int(first), int(last or first))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'span range must look like 1-5 or 3, got {text!r}')
+  if span_range[0] < 0 or span_range[1] < span_range[0]:
+    raise argparse.ArgumentTypeError(f'span range {text!r} is empty or negative')
+  return span_range
 
 
 def span_of_timestamp(unix_seconds: int) -> int:

@@ -21,11 +21,14 @@ from registry.errors import RegistryError, UnknownVersionError
 EXIT_REFUSED, EXIT_BAD_INPUT = 1, 2
 
 
-def _registry(args):
-  from loopline import home as home_lib
+def _registry(args, read_only: bool):
+  """The home's registry (ML Metadata on MySQL with $LOOPLINE_MLMD_URL); `read_only`: opened so
+  that a database user with SELECT alone can list, show and trace."""
+  from core import home as home_lib
   from pipeline.config import PipelineConfig
   from registry.api import Registry
-  return Registry(PipelineConfig(home=home_lib.resolve_home(getattr(args, 'home', None))))
+  return Registry(PipelineConfig.for_home(home_lib.resolve_home(getattr(args, 'home', None))),
+                  read_only=read_only)
 
 
 def _print_json(value) -> None:
@@ -100,10 +103,10 @@ def _sync(args, registry) -> int:
   return 0
 
 
-def _run(handler):
+def _run(handler, read_only: bool = False):
   def run(args) -> int:
     try:
-      return handler(args, _registry(args))
+      return handler(args, _registry(args, read_only))
     except UnknownVersionError as e:
       print(f'loopline: error: {e}', file=sys.stderr)
       return EXIT_BAD_INPUT
@@ -133,7 +136,7 @@ def register(subparsers):
   list_parser.add_argument('--json', action='store_true')
   list_parser.add_argument('--no-metrics', action='store_true',
                            help='skip reading evaluation metrics (faster: no TFMA import)')
-  list_parser.set_defaults(func=_run(_list))
+  list_parser.set_defaults(func=_run(_list, read_only=True))
 
   for name, help_text, target in (
       ('show', 'one version: details, stage history and lineage', commands),
@@ -142,11 +145,11 @@ def register(subparsers):
     parser.add_argument('version', help='serving version, or model:ID for an unpushed model')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--no-metrics', action='store_true')
-    parser.set_defaults(func=_run(_show))
+    parser.set_defaults(func=_run(_show, read_only=True))
 
   history = commands.add_parser('history', help='every stage transition, oldest first')
   history.add_argument('--json', action='store_true')
-  history.set_defaults(func=_run(_history))
+  history.set_defaults(func=_run(_history, read_only=True))
 
   stage = commands.add_parser('stage', help='put a pushed, blessed version in staging (canary); '
                                             'production if there is none yet')

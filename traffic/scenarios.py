@@ -29,7 +29,7 @@ model still answers and the logs carry the break (the drift detector must then n
 `number_as_text`, which the model rejects when replayed; the detector meets it when the logging
 side changes format (tests write such logs directly).
 
-Replay converts rows with `loopline.examples.row_to_example(row, scenario.example_types(types))`:
+Replay converts rows with `core.examples.row_to_example(row, scenario.example_types(types))`:
 `example_types` turns the columns a scenario sends as text into BYTES, everything else keeps the
 schema's type.
 
@@ -81,7 +81,7 @@ class Scenario:
   def example_types(self, types: Mapping[str, int]) -> Dict[str, int]:
     """The column types to encode tf.Examples with: `text_columns` become BYTES.
 
-    `types` maps column -> `schema_pb2.FeatureType` value (loopline.examples.feature_types);
+    `types` maps column -> `schema_pb2.FeatureType` value (core.examples.feature_types);
     a renamed column keeps the type of the column it replaces.
     """
     bytes_type = 1  # schema_pb2.BYTES; a literal keeps this module free of TensorFlow imports

@@ -17,13 +17,9 @@ statistics" (a newer run may have trained on other spans, or failed before pushi
 monitoring pipeline's DriftDetector gets the baseline as ordinary input channels and MLMD records
 the edge training data -> drift verdict.
 
-The walk reads both layouts of ML Metadata a Loopline pipeline writes: TFX's own (LocalDagRunner:
-artifact types `PushedModel`, execution types named after the component) and Kubeflow Pipelines v2's
-(artifact types named by their schema title `tfx.PushedModel`, executions of type
-`system.ContainerExecution` with the component's id in the custom property `task_name`, artifact
-metadata as custom properties, numbers as doubles). Event paths name the input or output key in
-both. The runtime resolver of the cluster pipelines (components/baseline_resolver) runs the same
-walk inside the cluster.
+The walk reads both layouts of ML Metadata a Loopline pipeline writes, TFX's own and Kubeflow
+Pipelines v2's (metadata.layout). The runtime resolver of the cluster pipelines
+(components/baseline_resolver) runs the same walk inside the cluster.
 
 Only ml_metadata here (TFX is imported by `baseline_importers` alone).
 """
@@ -34,16 +30,14 @@ from typing import Dict, List, Optional, Union
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import metadata_queries as mq
+from metadata import layout
+from metadata import queries as mq
 
 PUSHED_MODEL_TYPE = 'PushedModel'
 MODEL_TYPE = 'Model'
 EXAMPLES_TYPE = 'Examples'
 STATISTICS_TYPE = 'ExampleStatistics'
 STATISTICS_GEN_SUFFIX = 'StatisticsGen'
-# Kubeflow Pipelines v2 names artifact types by schema title and records the task's id.
-KFP_TYPE_PREFIX = 'tfx.'
-KFP_TASK_NAME_PROPERTY = 'task_name'
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 _INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -73,7 +67,7 @@ def _artifact_types(store: metadata_store.MetadataStore,
                     name: str) -> List[metadata_store_pb2.ArtifactType]:
   """The artifact type `name` as the store has it, in either layout (`name`, KFP's `tfx.name`)."""
   found = []
-  for type_name in (name, KFP_TYPE_PREFIX + name):
+  for type_name in layout.type_names(name):
     try:
       found.append(store.get_artifact_type(type_name))
     except Exception:  # pylint: disable=broad-except  # NotFoundError: nothing of that type yet
@@ -83,17 +77,13 @@ def _artifact_types(store: metadata_store.MetadataStore,
 
 def _property(artifact: metadata_store_pb2.Artifact, name: str):
   """A custom property; an integral double (how KFP records TFX's ints) as an int."""
-  value = mq.custom_property(artifact, name)
-  if isinstance(value, float) and value.is_integer():
-    return int(value)
-  return value
+  return layout.number(mq.custom_property(artifact, name))
 
 
 def _node_name(store, execution: metadata_store_pb2.Execution) -> str:
   """The component the execution ran: KFP's `task_name`, else TFX's execution type name."""
-  if KFP_TASK_NAME_PROPERTY in execution.custom_properties:
-    return execution.custom_properties[KFP_TASK_NAME_PROPERTY].string_value
-  return store.get_execution_types_by_id([execution.type_id])[0].name
+  return layout.task_name(execution) or store.get_execution_types_by_id(
+      [execution.type_id])[0].name
 
 
 def _events(store, artifact_id: int) -> List[metadata_store_pb2.Event]:

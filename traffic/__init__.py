@@ -1,0 +1,2 @@
+"""Production traffic for the loop: scenarios, the replay client, and its ground truth delivered
+later."""

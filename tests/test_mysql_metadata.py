@@ -1,6 +1,8 @@
 """ML Metadata on MySQL, as in a cluster: the quick training pipeline runs against a real
 MySQL-compatible server on loopback (Debian's MariaDB, installed if missing and started with a
-throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it.
+throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it; then a small
+window of served traffic is monitored on the same database, and a SELECT-only user reads
+everything back, all four notebooks included.
 
 Nothing is skipped: if MariaDB cannot be installed or started, or MLMD's MySQL client cannot talk
 to it, the test fails with that error.

@@ -137,6 +137,24 @@ class Graph:
                    if key in e.keys and (node is None or self.node.get(e.execution_id) == node)})
 
 
+def producing_pipeline(store: metadata_store.MetadataStore, artifact_id: int) -> Optional[str]:
+  """The name of the pipeline whose execution wrote the artifact, in either layout; None when no
+  finished execution did. The first COMPLETE writer counts (a later pipeline's Importer that
+  re-used the artifact records an output event too)."""
+  ids = [e.execution_id for e in store.get_events_by_artifact_ids([artifact_id])
+         if e.type in _OUTPUTS]
+  done = [e for e in store.get_executions_by_id(ids) if e.last_known_state in (_COMPLETE, _CACHED)]
+  if not done:
+    return None
+  writer = min(done, key=lambda e: (e.last_known_state != _COMPLETE, e.create_time_since_epoch,
+                                    e.id))
+  pipeline_types = {t.id for t in store.get_context_types()
+                    if t.name in (layout.PIPELINE_CONTEXT_TYPE, layout.KFP_PIPELINE_CONTEXT_TYPE)}
+  names = [c.name for c in store.get_contexts_by_execution(writer.id)
+           if c.type_id in pipeline_types]
+  return names[0] if names else None
+
+
 def _context(store, type_name: str, name: str):
   """The context, None when it (or its type) does not exist."""
   try:

@@ -17,8 +17,9 @@ statistics" (a newer run may have trained on other spans, or failed before pushi
 monitoring pipeline's DriftDetector gets the baseline as ordinary input channels and MLMD records
 the edge training data -> drift verdict.
 
-The walk reads both layouts of ML Metadata a Loopline pipeline writes, TFX's own and Kubeflow
-Pipelines v2's (metadata.layout). The runtime resolver of the cluster pipelines
+The walk finds the pipeline whose pusher wrote the PushedModel and walks that pipeline's lineage
+graph (metadata.graph, the one walk the registry and the notebooks use too), in both layouts of ML
+Metadata a Loopline pipeline writes, TFX's own and Kubeflow Pipelines v2's (metadata.layout). The runtime resolver of the cluster pipelines
 (components/baseline_resolver) runs the same walk inside the cluster.
 
 Only ml_metadata here (TFX is imported by `baseline_importers` alone).
@@ -30,6 +31,7 @@ from typing import Dict, List, Optional, Union
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from metadata import graph
 from metadata import layout
 from metadata import queries as mq
 
@@ -39,8 +41,6 @@ EXAMPLES_TYPE = 'Examples'
 STATISTICS_TYPE = 'ExampleStatistics'
 STATISTICS_GEN_SUFFIX = 'StatisticsGen'
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-_INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 MAX_CHAIN = 10
 
 
@@ -78,43 +78,6 @@ def _artifact_types(store: metadata_store.MetadataStore,
 def _property(artifact: metadata_store_pb2.Artifact, name: str):
   """A custom property; an integral double (how KFP records TFX's ints) as an int."""
   return layout.number(mq.custom_property(artifact, name))
-
-
-def _node_name(store, execution: metadata_store_pb2.Execution) -> str:
-  """The component the execution ran: KFP's `task_name`, else TFX's execution type name."""
-  return layout.task_name(execution) or store.get_execution_types_by_id(
-      [execution.type_id])[0].name
-
-
-def _events(store, artifact_id: int) -> List[metadata_store_pb2.Event]:
-  return store.get_events_by_artifact_ids([artifact_id])
-
-
-def _key(event: metadata_store_pb2.Event) -> str:
-  return event.path.steps[0].key if event.path.steps else ''
-
-
-def _producer(store, artifact: metadata_store_pb2.Artifact) -> Optional[
-    metadata_store_pb2.Execution]:
-  """The (first, non-cached if possible) execution that output `artifact`."""
-  ids = [e.execution_id for e in _events(store, artifact.id) if e.type in _OUTPUTS]
-  executions = [e for e in store.get_executions_by_id(ids) if e.last_known_state in _DONE]
-  if not executions:
-    return None
-  return min(executions, key=lambda e: (e.last_known_state != metadata_store_pb2.Execution.COMPLETE,
-                                        e.create_time_since_epoch, e.id))
-
-
-def _inputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
-  events = [e for e in store.get_events_by_execution_ids([execution_id])
-            if e.type in _INPUTS and _key(e) == key]
-  return store.get_artifacts_by_id([e.artifact_id for e in events])
-
-
-def _outputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
-  events = [e for e in store.get_events_by_execution_ids([execution_id])
-            if e.type in _OUTPUTS and _key(e) == key]
-  return store.get_artifacts_by_id([e.artifact_id for e in events])
 
 
 def pushed_models(store: metadata_store.MetadataStore,
@@ -170,64 +133,59 @@ def resolve_training_baseline(store: metadata_store.MetadataStore,
     pushed = matching[0]
   version = str(_property(pushed, 'pushed_version'))
 
-  pusher = _producer(store, pushed)
-  if pusher is None:
+  pipeline_name = graph.producing_pipeline(store, pushed.id)
+  if pipeline_name is None:
     raise BaselineNotFoundError(f'version {version}: no execution produced PushedModel '
                                 f'{pushed.id}')
-  models = _inputs(store, pusher.id, 'model')
-  if not models:
-    raise BaselineNotFoundError(f'version {version}: the pusher (execution {pusher.id}) has no '
+  pipeline_graph = graph.Graph(store, pipeline_name)
+  pusher = pipeline_graph.producer(pushed.id)
+  model = pipeline_graph.first_input(pusher, 'model')
+  if model is None:
+    raise BaselineNotFoundError(f'version {version}: the pusher (execution {pusher}) has no '
                                 'input model')
-  model = models[0]
-  trainer = _producer(store, model)
+  trainer = pipeline_graph.producer(model.id)
   if trainer is None:
     raise BaselineNotFoundError(f'version {version}: no execution produced model {model.id}')
-  trained_on = _inputs(store, trainer.id, 'examples')
-  if not trained_on:
-    raise BaselineNotFoundError(f'version {version}: the trainer (execution {trainer.id}) has no '
+  trained_on = pipeline_graph.first_input(trainer, 'examples')
+  if trained_on is None:
+    raise BaselineNotFoundError(f'version {version}: the trainer (execution {trainer}) has no '
                                 'input examples')
-  examples = raw_examples_of(store, trained_on[0])
-  statistics = statistics_of(store, examples)
+  examples = _raw_examples(pipeline_graph, trained_on)
+  statistics = _statistics(pipeline_graph, examples)
   if statistics is None:
     raise BaselineNotFoundError(f'version {version}: no StatisticsGen output for the training '
                                 f'examples {examples.uri} (artifact {examples.id})')
-  return TrainingBaseline(version, pushed, model, examples, statistics, trained_on[0])
+  return TrainingBaseline(version, pushed, model, examples, statistics, trained_on)
 
 
-def raw_examples_of(store: metadata_store.MetadataStore,
-                    examples: metadata_store_pb2.Artifact) -> metadata_store_pb2.Artifact:
+def _raw_examples(pipeline_graph: graph.Graph, examples: metadata_store_pb2.Artifact
+                  ) -> metadata_store_pb2.Artifact:
   """Walks producers' `examples` inputs up to the Examples an ExampleGen wrote."""
-  examples_types = [t.id for t in _artifact_types(store, EXAMPLES_TYPE)]
   current = examples
   for _ in range(MAX_CHAIN):
-    producer = _producer(store, current)
-    if producer is None:
-      return current          # imported, or produced outside this store
-    parents = [a for a in _inputs(store, producer.id, 'examples') if a.type_id in examples_types]
+    producer = pipeline_graph.producer(current.id)
+    parents = [] if producer is None else [
+        a for a in pipeline_graph.input(producer, 'examples') if pipeline_graph.type_name(a) == EXAMPLES_TYPE]
     if not parents:
-      return current
+      return current          # an ExampleGen's output, imported, or produced outside the pipeline
     current = parents[0]
   raise BaselineNotFoundError(f'Examples lineage of artifact {examples.id} deeper than '
                               f'{MAX_CHAIN} steps')
 
 
-def statistics_of(store: metadata_store.MetadataStore,
-                  examples: metadata_store_pb2.Artifact
-                  ) -> Optional[metadata_store_pb2.Artifact]:
+def _statistics(pipeline_graph: graph.Graph, examples: metadata_store_pb2.Artifact
+                ) -> Optional[metadata_store_pb2.Artifact]:
   """The `statistics` output of the latest StatisticsGen execution that read `examples`.
 
   (Transform's `pre_transform_stats` are also ExampleStatistics of the same data, computed with
   other options: they are not what the training pipeline's validation saw, so they are skipped.)
   """
-  consumer_ids = [e.execution_id for e in _events(store, examples.id) if e.type in _INPUTS]
-  executions = [e for e in store.get_executions_by_id(consumer_ids)
-                if e.last_known_state in _DONE and
-                _node_name(store, e).endswith(STATISTICS_GEN_SUFFIX)]
-  for execution in sorted(executions, key=lambda e: (e.create_time_since_epoch, e.id),
-                          reverse=True):
-    outputs = _outputs(store, execution.id, 'statistics')
-    if outputs:
-      return outputs[0]
+  for execution in reversed(pipeline_graph.consuming(examples.id, 'examples')):
+    if (pipeline_graph.node.get(execution, '').endswith(STATISTICS_GEN_SUFFIX) and
+        pipeline_graph.executions[execution].last_known_state in _DONE):
+      statistics = pipeline_graph.first_output(execution, 'statistics')
+      if statistics is not None:
+        return statistics
   return None
 
 

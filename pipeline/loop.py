@@ -152,6 +152,23 @@ class Stage:
   links: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, rows,
+                              scenario: str, seed: int = 0, say: Callable[[str], None] = print):
+  """Replays `rows` through the server (REST), delivers their ground truth and runs the
+  monitoring pipeline on the window of the replay. Returns (replay result, monitoring summary)."""
+  from pipeline import monitoring_run
+  from traffic import runs as traffic_runs
+  window_start = int(time.time())
+  replayed = traffic_runs.run_replay(
+      config.home, rows, scenario, 'rest', '127.0.0.1', server.rest_port, concurrency=8,
+      rate=0.0, seed=seed, schema_path=config.schema_path)
+  wait_for_finalized_logs(home_lib.request_log_dir(config.home))
+  window_end = int(time.time()) + 1
+  delivered = traffic_runs.deliver_feedback(config.home, replayed.replay_id)
+  say(f'ground truth delivered: {delivered}')
+  return replayed, monitoring_run.monitor(config, window_start, window_end)
+
+
 def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
              replay_limit: Optional[int] = None) -> Dict[str, Any]:
   """Runs the whole loop (see module docstring); returns the results of every stage."""
@@ -194,16 +211,8 @@ def run_loop(config: PipelineConfig, say: Callable[[str], None] = print,
 
       Returns (replay result, monitoring summary). `describe(replayed, monitored)`: extra text
       put first in the stage's text."""
-      window_start = int(time.time())
-      replayed = traffic_runs.run_replay(
-          config.home, rows[:replay_limit] if replay_limit else rows, scenario, 'rest',
-          '127.0.0.1', server.rest_port, concurrency=8, rate=0.0, seed=seed,
-          schema_path=config.schema_path)
-      wait_for_finalized_logs(home_lib.request_log_dir(config.home))
-      window_end = int(time.time()) + 1
-      delivered = traffic_runs.deliver_feedback(config.home, replayed.replay_id)
-      say(f'ground truth delivered: {delivered}')
-      monitored = monitoring_run.monitor(config, window_start, window_end)
+      replayed, monitored = replay_and_monitor_window(
+          config, server, rows[:replay_limit] if replay_limit else rows, scenario, seed, say)
       text = f'{replayed.summary()}\n{monitoring_run.format_monitoring(monitored)}'
       if describe:
         text = f'{describe(replayed, monitored)}\n{text}'

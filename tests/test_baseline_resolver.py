@@ -163,6 +163,19 @@ def test_walks_the_kubeflow_layout(tmp_path):
   assert lineage.served_versions(kfp.store, 'big_tipper') == [VERSION]
 
 
+@pytest.mark.parametrize('store_class', [KfpStore, TfxStore])
+def test_a_later_pipeline_that_reuses_the_push_does_not_hide_its_lineage(tmp_path, store_class):
+  """A monitoring pipeline's Importer records the PushedModel as its output too: the walk still
+  follows the pipeline whose pusher wrote it."""
+  path = str(tmp_path / 'metadata.sqlite')
+  _, artifacts = kfp_training_run(path, store_class=store_class)
+  monitoring = store_class(path, pipeline_name='loopline-monitoring', run_id='run-2')
+  monitoring.task('baseline_pushed_model', {}, {'result': artifacts['pushed_model']})
+  baseline = lineage.resolve_training_baseline(monitoring.store, VERSION)
+  assert (baseline.model.id, baseline.examples.id, baseline.statistics.id) == (
+      artifacts['model'].id, artifacts['examples'].id, artifacts['statistics'].id)
+
+
 def test_the_store_is_opened_from_its_url(tmp_path):
   kfp, _ = kfp_training_run(str(tmp_path / 'kfp.sqlite'))
   store = metadata_connection.open_store(

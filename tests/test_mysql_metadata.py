@@ -1,6 +1,8 @@
 """ML Metadata on MySQL, as in a cluster: the quick training pipeline runs against a real
 MySQL-compatible server on loopback (Debian's MariaDB, installed if missing and started with a
-throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it.
+throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it; then a small
+window of served traffic is monitored on the same database, and a SELECT-only user reads
+everything back, all four notebooks included.
 
 Nothing is skipped: if MariaDB cannot be installed or started, or MLMD's MySQL client cannot talk
 to it, the test fails with that error.
@@ -18,11 +20,12 @@ from metadata import queries as mq
 from pipeline import training_pipeline
 from pipeline import training_run
 from pipeline.config import REPO_ROOT, PipelineConfig
-from tests.conftest import import_loopline_nb, sample_spans
+from tests.conftest import import_loopline_nb, read_span, sample_spans
 
 pytestmark = pytest.mark.timeout(1200)
 
 MARIADB = os.path.join(REPO_ROOT, 'scripts', 'mariadb.sh')
+MONITORED_ROWS = 200          # the monitoring window of the select-only notebook test
 
 
 def _free_port() -> int:
@@ -159,6 +162,45 @@ def test_a_select_only_user_reads_the_registry_lineage_and_notebooks_but_cannot_
                              ('03_lineage.ipynb', 'lineage')):
     _, text = execute(name, env)
     assert summary_line(text, summary_name), f'{name} printed no SUMMARY line'
+
+
+@pytest.fixture(scope='module')
+def mysql_monitoring_run(mysql_run):
+  """A small window of real traffic for the served version, monitored with MLMD on MySQL: the
+  embedded server answers a few hundred replayed rows, their ground truth is delivered and the
+  monitoring pipeline runs, as in `make run` (pipeline/loop.py)."""
+  from pipeline import loop
+  config, summary = mysql_run
+  training_run.stage_in_registry(config, {'pushed_version': summary['pushed_version']})
+  rows = read_span(1)[1][1::4][:MONITORED_ROWS]       # rows the training sample did not take
+  server = loop.EmbeddedServer(config.home, config.model_name,
+                               os.path.join(config.home, 'logs', 'server.log'))
+  server.start()
+  try:
+    _, monitored = loop.replay_and_monitor_window(config, server, rows, 'none')
+  finally:
+    server.stop()
+  return config, summary, monitored
+
+
+def test_the_monitoring_notebook_reads_a_mysql_run_with_a_select_only_user(
+    mysql_monitoring_run, mysql_url):
+  from tests.test_notebooks import execute, summary_line
+  config, summary, monitored = mysql_monitoring_run
+  version = str(summary['pushed_version'])
+  store = metadata_connection.open_pipeline_store(config)
+  runs = [r.name for r in mq.run_contexts(store, config.monitoring_pipeline_name)]
+  assert runs == [monitored['run_id']]
+  assert monitored['num_examples'] == monitored['num_labeled'] == MONITORED_ROWS
+  _, text = execute('04_monitoring.ipynb', {
+      'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': _reader_url(mysql_url),
+      'LOOPLINE_RUN_ID': '', 'LOOPLINE_MONITORING_RUN_ID': ''})
+  line = summary_line(text, 'monitoring')
+  assert line.startswith(f'run {monitored["run_id"]}; 1 runs; '), line
+  assert f'; verdicts {version}:{monitored["versions"][version]["verdict"]};' in line
+  assert f'; window {MONITORED_ROWS} logged, {MONITORED_ROWS} labelled (' in line
+  auc = monitored['versions'][version]['realized']['auc']
+  assert line.endswith(f'; version {version} (stable) AUC {auc:.3f} on {MONITORED_ROWS}'), line
 
 
 def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from conftest import push
 from serving import log_files
 from serving import metrics as metrics_lib
+from serving import workers as workers_lib
 from serving.request_log import request_id_of
 from test_serving_cli import ServeProcess
 from test_serving_request_log import read_logs
@@ -121,6 +122,9 @@ def test_workers_share_ports_one_writer_sum_metrics_and_drain(home, built_models
     sent += 5
     # Any worker answers the scrape with the pool's sums (the others' counts are <= 0.5 s old).
     wait_for(lambda: counter(scrape(pool), REQUEST_COUNT_OK) == sent, 30, 'summed counts')
+    # One scrape right does not make every worker's view right: each reads the others' snapshots,
+    # which lag by up to SNAPSHOT_SECONDS. Past that bound, every scrape must show the exact sum.
+    time.sleep(2 * workers_lib.SNAPSHOT_SECONDS)
     assert all(counter(scrape(pool), REQUEST_COUNT_OK) == sent for _ in range(6))
     per_worker = worker_request_counts(workers)
     assert sum(per_worker.values()) == sent and all(per_worker.values()), per_worker

@@ -26,6 +26,12 @@ class PrivacyFilter:
       raise ValueError('Hashing features requires a key')
     self._key = hash_key
 
+  @classmethod
+  def from_config(cls, privacy) -> 'PrivacyFilter':
+    """The filter of a `serving.config.PrivacyConfig` (a server's, or a worker pool's)."""
+    return cls(privacy.redact_features, privacy.hash_features, privacy.hash_key,
+               privacy.example_input_key)
+
   @property
   def active(self) -> bool:
     return bool(self.redact or self.hash)

@@ -35,9 +35,8 @@ class ModelServer:
     self.backend = backend_class(config, self.metrics)
     self.request_logger = None
     if config.request_log.directory:
-      privacy = PrivacyFilter(config.privacy.redact_features, config.privacy.hash_features,
-                              config.privacy.hash_key, config.privacy.example_input_key)
-      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics,
+      self.request_logger = RequestLogger(config.request_log,
+                                          PrivacyFilter.from_config(config.privacy), self.metrics,
                                           relay_pipes=log_relay_pipes)
     self.service = InferenceService(self.backend, self.metrics,
                                     CanaryRouter(config.canary_weights, seed=config.routing_seed),

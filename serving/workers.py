@@ -168,9 +168,8 @@ class WorkerPool:
     self._runtime_dir = tempfile.mkdtemp(prefix='loopline-serve-')
     self.metrics = PooledMetrics(self._runtime_dir)
     if config.request_log.directory:
-      privacy = PrivacyFilter(config.privacy.redact_features, config.privacy.hash_features,
-                              config.privacy.hash_key, config.privacy.example_input_key)
-      self.request_logger = RequestLogger(config.request_log, privacy, self.metrics)
+      self.request_logger = RequestLogger(config.request_log,
+                                          PrivacyFilter.from_config(config.privacy), self.metrics)
       await self.request_logger.start()
     self._spawn(_write_snapshots(self.metrics))
     try:

@@ -187,13 +187,16 @@ def test_batching_off_still_answers(two_versions):
 
 def test_full_batch_queue_answers_unavailable():
   release = threading.Event()
+  released = []
 
   def blocking_run(inputs):
-    release.wait(timeout=30)
+    released.append(release.wait(timeout=10))  # False: the event loop itself was blocked.
     return {'y': inputs['x'] * 2}
 
   async def scenario():
-    options = BatchingConfig(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1,
+    # A timeout above 0 turns the low-load fast path off: the first request must block in the
+    # model thread, not on the event loop (max_batch_size 1: no batch waits for the timeout).
+    options = BatchingConfig(max_batch_size=1, batch_timeout_micros=1, num_batch_threads=1,
                              max_enqueued_batches=1)
     executor = concurrent.futures.ThreadPoolExecutor(1)
     batcher = DynamicBatcher(blocking_run, options, executor, metrics_lib.Metrics(), lambda d: None)
@@ -212,6 +215,7 @@ def test_full_batch_queue_answers_unavailable():
   error, results = asyncio.run(scenario())
   assert error.code == Code.UNAVAILABLE and error.http_status == 503
   assert 'queue' in error.message and results == [[2.0], [4.0]]
+  assert released == [True, True]
 
 
 def test_requests_already_arriving_join_the_batch_without_a_timeout():

@@ -126,12 +126,15 @@ def test_window_examples_and_verdict_are_recorded_in_mlmd(monitored):
 @pytest.fixture(scope='module')
 def monitored_for_cluster(monitored, trained_home):
   """The monitoring pipeline as compiled for a cluster, run locally on the same home and logs:
-  the baseline is resolved at run time by TrainingBaselineResolver (no Importer)."""
+  the baseline is resolved at run time by TrainingBaselineResolver (no Importer). Beam in worker
+  processes, as `make run` runs the monitoring pipeline (the suite's other quick runs are
+  in-process)."""
   import dataclasses
   from pipeline import monitoring_pipeline
+  from pipeline.config import DEFAULT_BEAM_ARGS
   config, _ = trained_home
   baseline, records, home = monitored
-  cluster_config = dataclasses.replace(config, home=home)
+  cluster_config = dataclasses.replace(config, home=home, beam_pipeline_args=DEFAULT_BEAM_ARGS)
   tfx.orchestration.LocalDagRunner().run(monitoring_pipeline.create_monitoring_pipeline(
       cluster_config, for_cluster=True))
   store = metadata_connection.open_pipeline_store(cluster_config)

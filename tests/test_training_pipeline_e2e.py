@@ -17,7 +17,7 @@ from metadata import connection as metadata_connection
 from metadata import queries as mq
 from models import features
 from pipeline import training_run
-from pipeline.config import PipelineConfig
+from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
 from tests.conftest import read_span, sample_spans, write_span
 
 pytestmark = pytest.mark.timeout(900)
@@ -27,7 +27,9 @@ BEFORE_EVALUATOR = ('SpanRangeCsvExampleGen', 'ImportSchemaGen', 'StatisticsGen'
 
 
 def _config(home, data_root, **overrides):
-  settings = dict(data_root=data_root, first_span=1, last_span=2, min_auc=0.7)
+  # Beam as `loopline train` runs it (worker processes), unlike the other quick runs of the suite.
+  settings = dict(data_root=data_root, first_span=1, last_span=2, min_auc=0.7,
+                  beam_pipeline_args=DEFAULT_BEAM_ARGS)
   settings.update(overrides)
   return PipelineConfig.quick(home, **settings)
 

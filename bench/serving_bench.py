@@ -8,6 +8,9 @@ $LOOPLINE_HOME/serving/big_tipper):
     1.0) and off;
   - the gRPC stack's ceiling: a grpc.aio server on the same event loop (uvloop) and the official
     PredictionService servicer class answering every Predict with a constant response, no model;
+  - the gRPC floor with the model: the same servicer making one model call per request (nothing
+    of Loopline: no batching, routing, metrics or logging): what any Python gRPC server serving
+    this model pays at concurrency 1;
   - worker processes: `serve --workers 1` and `--workers 2` over REST at concurrency 32, the server
     pinned to one core and this load generator to another (`taskset`; needs 2 cores);
 at concurrency 1, 8 and 32 (one example per request, keep-alive connections / one gRPC channel).
@@ -21,8 +24,8 @@ every target of the issue (target, value, met), and saves JSON (bench/results/se
   .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--rounds 3]
                                           [--concurrency 1,8,32]
 
-Default run: 26 cells x 3 rounds x (1 s warm-up + 5 s), plus server start-ups and a 1 s warm-up
-of every server, about 10 minutes.
+Default run: 29 cells x 3 rounds x (1 s warm-up + 5 s), plus server start-ups and a 1 s warm-up
+of every server, about 11 minutes.
 
 Targets (issues 3 and 13), all medians of the rounds of one run: at concurrency 1, REST p50 <= the
 naive server's p50 and gRPC p50 <= 1.2x REST p50; at concurrency 32, REST with batching >= 4x
@@ -127,14 +130,19 @@ def run_naive_server(model_dir: str, port: int):
   Server(('127.0.0.1', port), Handler).serve_forever()
 
 
-def run_grpc_ceiling_server(port: int):
+def run_grpc_ceiling_server(port: int, model_dir: str | None = None):
   """The gRPC stack alone: grpc.aio on uvloop (as the embedded server) and the official
   PredictionService servicer class, answering every Predict with one constant response. What no
-  Python gRPC server can beat here, with this load generator on the same cores."""
+  Python gRPC server can beat here, with this load generator on the same cores. With `model_dir`:
+  the same servicer calls the model once per request (the stack plus the model, nothing else)."""
   import grpc
   import uvloop
   from tensorflow_serving.apis import predict_pb2
   from tensorflow_serving.apis import prediction_service_pb2_grpc
+  if model_dir:
+    import tensorflow as tf
+    from serving import protos
+    function = tf.saved_model.load(model_dir).signatures['serving_default']
   response = predict_pb2.PredictResponse()
   response.model_spec.name = MODEL_NAME
   response.model_spec.version.value = 1
@@ -147,7 +155,13 @@ def run_grpc_ceiling_server(port: int):
   class ConstantServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request, context):  # pylint: disable=invalid-name
-      return response
+      if not model_dir:
+        return response
+      examples = tf.constant(list(request.inputs['examples'].string_val), dtype=tf.string)
+      answer = predict_pb2.PredictResponse()
+      for alias, tensor in function(examples=examples).items():
+        answer.outputs[alias].CopyFrom(protos.tensor_from_array(tensor.numpy()))
+      return answer
 
   async def serve():
     server = grpc.aio.server()
@@ -320,10 +334,12 @@ def embedded_server(base_dir: str, home: str, batching: bool, logging: bool, wor
   return server
 
 
-def grpc_ceiling_server() -> Server:
+def grpc_ceiling_server(model_dir: str | None = None) -> Server:
   port = free_port()
-  server = Server('gRPC stack alone (constant answer)', [
-      sys.executable, os.path.abspath(__file__), '--grpc-ceiling-server', '--port', str(port)],
+  name = ('gRPC stack + one model call a request' if model_dir else
+          'gRPC stack alone (constant answer)')
+  server = Server(name, [sys.executable, os.path.abspath(__file__), '--grpc-ceiling-server',
+                         '--port', str(port)] + (['--model-dir', model_dir] if model_dir else []),
                   None, port)
   server.wait_ready(None)
   return server
@@ -356,7 +372,7 @@ def main():
   parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.grpc_ceiling_server:
-    run_grpc_ceiling_server(args.port)
+    run_grpc_ceiling_server(args.port, args.model_dir)
     return
 
   default_dir = os.path.join(home_lib.serving_dir(home_lib.resolve_home()), MODEL_NAME)
@@ -381,7 +397,7 @@ def main():
   cores = sorted(os.sched_getaffinity(0))
   setups = [('naive', None, None, None), ('embedded', True, False, None),
             ('embedded', False, False, None), ('embedded', True, True, None),
-            ('grpc_ceiling', None, None, None)]
+            ('grpc_ceiling', None, None, None), ('grpc_model_floor', None, None, None)]
   if len(cores) >= 2:  # Workers: the server on one core, this load generator on another.
     setups += [('workers', True, False, 1), ('workers', True, False, 2)]
   else:
@@ -394,6 +410,8 @@ def main():
         server = naive_server(version_dir)
       elif kind == 'grpc_ceiling':
         server = grpc_ceiling_server()
+      elif kind == 'grpc_model_floor':
+        server = grpc_ceiling_server(version_dir)
       else:
         server = embedded_server(os.path.join(work, 'models'),
                                  os.path.join(work, f'home-{index}'), batching, logging,
@@ -504,6 +522,11 @@ def summarize(results, samples) -> dict:
     ratio = grpc_1['p50_ms'] / rest_1['p50_ms']
     _target(targets, 'c=1: gRPC p50 <= 1.2x REST p50', round(ratio, 3),
             f'x REST ({grpc_1["p50_ms"]} vs {rest_1["p50_ms"]} ms)', ratio <= 1.2)
+    floor = cell(server='grpc_model_floor', concurrency=1)
+    if floor.get('p50_ms'):
+      _target(targets, 'c=1: gRPC stack + model call alone (floor)',
+              round(floor['p50_ms'] / rest_1['p50_ms'], 3),
+              f'x REST ({floor["p50_ms"]} ms)', None)
   level = 32 if _cell(results, concurrency=32) else max(c['concurrency'] for c in results)
   naive = cell(server='naive', concurrency=level)
   rest, grpc_ = batched('rest', level), batched('grpc', level)

@@ -65,6 +65,13 @@ class Signature:
     self.outputs = {alias: tensor_spec(info) for alias, info in signature_def.outputs.items()}
     self.method_name = signature_def.method_name
     self._function = function
+    # The function's captured variables, resolved once: a loaded model's never change. Calling
+    # `_call_flat` with them and the inputs in the function's flat order (its kwargs sorted by
+    # name, as tf.nest flattens a dict) skips the per-call argument binding and capture lookup of
+    # the public call: ~0.5 ms instead of ~0.6 ms a call for the bundled model (bench/).
+    # Signature.validate has checked dtypes and shapes already. (No function: a gateway's
+    # RemoteServable, which only validates.)
+    self._captured_inputs = function.captured_inputs if function is not None else None
     self.batchable = all(
         spec.shape is not None and len(spec.shape) >= 1 and spec.shape[0] == -1
         for spec in list(self.inputs.values()) + list(self.outputs.values()))
@@ -103,7 +110,7 @@ class Signature:
     tensors = {alias: tf.constant(array, dtype=tf.string if array.dtype == object else None)
                for alias, array in inputs.items()}
     try:
-      outputs = self._function(**tensors)
+      outputs = self._function._call_flat(tf.nest.flatten(tensors), self._captured_inputs)  # pylint: disable=protected-access
     except tf.errors.OpError as e:
       code = Code(e.error_code) if e.error_code in Code._value2member_map_ else Code.UNKNOWN
       raise ServingError(code, _op_error_message(e.message)) from None

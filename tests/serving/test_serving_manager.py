@@ -2,7 +2,9 @@
 import os
 import shutil
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import push
 from serving.config import ModelConfig, load_model_config_file
@@ -163,3 +165,24 @@ def test_config_file_is_re_read_on_change(built_models, tmp_path):
   os.utime(config_file, ns=(1, 2 * 10**18))
   manager.reload_config_file_if_changed()  # Bad file: logged, current models kept.
   assert manager.resolve('m', label='stable').version == 2
+
+
+def test_inputs_reach_the_signature_by_name_whatever_their_declared_order(tmp_path):
+  """Signature.run calls the function with its inputs in flat order (names sorted): a signature
+  that declares them in another order, with one dtype (a swap would not fail), still gets each
+  input under its own name."""
+
+  class Difference(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name='value'),
+                                  tf.TensorSpec([None], tf.float32, name='base')])
+    def difference(self, value, base):
+      return {'delta': value - base}
+
+  module = Difference()
+  path = str(tmp_path / '1')
+  tf.saved_model.save(module, path, signatures={'serving_default': module.difference})
+  signature = Servable('d', 1, path).signature('serving_default')
+  inputs = signature.validate({'value': np.array([5.0, 1.0], np.float32),
+                               'base': np.array([2.0, 4.0], np.float32)})
+  assert signature.run(inputs)['delta'].tolist() == [3.0, -3.0]

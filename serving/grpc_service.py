@@ -99,6 +99,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._announce(context, ctx, answer)
     return response
 
+  # Classify and Regress differ only in the service call and the response (`duplicates` pairs
+  # them by shape); TF Serving has two RPCs, and so do we.
   @_with_status
   async def Classify(self, request, context):
     ctx = await self._begin(context)

@@ -49,6 +49,7 @@ class DriftReport(types.Artifact):
 
 
 class DriftDetectorSpec(types.ComponentSpec):
+  # Each component declares its own contract, as TFX's do (`duplicates` pairs these by shape).
   PARAMETERS = {
       DRIFT_POLICY_KEY: component_spec.ExecutionParameter(type=str),
       MODEL_VERSION_KEY: component_spec.ExecutionParameter(type=int, optional=True),

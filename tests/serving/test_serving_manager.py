@@ -77,6 +77,7 @@ def test_half_written_and_non_version_directories_are_never_loaded(built_models,
 
 
 def test_corrupt_version_is_not_served_and_previous_keeps_serving(built_models, tmp_path):
+  # The same arrange steps as the next tests (`duplicates` pairs them); each test reads alone.
   base = str(tmp_path / 'm')
   push(built_models, 'w1', base, 1)
   manager = ModelManager(Servable)

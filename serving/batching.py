@@ -6,10 +6,12 @@ While the model is busy, requests accumulate, so batches grow with load: one mod
 about the same for 1 or 32 examples. The queue is bounded (`max_enqueued_batches` batches worth of
 examples); beyond it, requests fail fast with UNAVAILABLE (HTTP 503), as in TF Serving.
 
-Low-load fast path: with `batch_timeout_micros` 0 (the default), a request that finds no batch
-forming runs the model at once on the event-loop thread, without the hand-off to a batch thread and
-without gathering rounds (see `DynamicBatcher.submit`). Batching resumes by itself as soon as
-requests meet each other.
+Low-load fast path: with `batch_timeout_micros` 0 (the default), a request of at most
+`max_batch_size` rows that finds no batch forming runs the model at once on the event-loop thread,
+without the hand-off to a batch thread and without gathering rounds (see `DynamicBatcher.submit`).
+Batching resumes by itself as soon as requests meet each other. A larger request always runs in a
+batch thread: its model call would block the loop (other connections, health checks) for longer
+than any batch's.
 """
 import asyncio
 import collections
@@ -66,8 +68,8 @@ class DynamicBatcher:
     if self._closing:
       raise ServingError(Code.UNAVAILABLE, 'Servable is being unloaded')
     rows = next(iter(inputs.values())).shape[0]
-    if (self._inline_allowed and self._single_calls >= FAST_PATH_AFTER_SINGLE_CALLS and
-        not self._busy()):
+    if (self._inline_allowed and rows <= self._options.max_batch_size and
+        self._single_calls >= FAST_PATH_AFTER_SINGLE_CALLS and not self._busy()):
       outputs = await self._run_inline_if_alone(inputs, rows)
       if outputs is not None:
         return outputs

@@ -329,6 +329,29 @@ def test_fast_path_only_when_alone_and_batching_resumes_under_load():
                    [(True, 1)])
 
 
+def test_a_request_larger_than_a_batch_never_runs_on_the_event_loop():
+  calls = []
+
+  def run(inputs):
+    calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
+    return {'y': inputs['x'] * 2}
+
+  async def scenario():
+    options = BatchingConfig(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    answers = [(await batcher.submit({'x': np.arange(rows, dtype=float)}))['y'].tolist()
+               for rows in (1, 10, 4, 1)]
+    await batcher.close()
+    executor.shutdown()
+    return answers
+
+  answers = asyncio.run(scenario())
+  assert answers == [[2.0 * i for i in range(rows)] for rows in (1, 10, 4, 1)]
+  # (on the loop's thread, rows): the 10-row request in the batch thread, the others inline.
+  assert calls == [(True, 1), (False, 10), (True, 4), (True, 1)]
+
+
 def test_push_and_label_move_under_load_lose_no_request(built_models, tmp_path):
   base = str(tmp_path / 'm')
   push(built_models, 'w1', base, 1)

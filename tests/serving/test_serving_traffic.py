@@ -299,17 +299,26 @@ def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
   assert one_by_one[1] == together[1] and sorted(one_by_one[1]) == [c[0] for c in calls]
 
 
-def test_fast_path_only_when_alone_and_batching_resumes_under_load():
+def _recording_batcher(max_batch_size: int):
+  """(batcher, its executor, calls), made inside a running event loop: the model doubles `x`, and
+  each call records (ran on the event loop's thread, rows)."""
   calls = []
 
   def run(inputs):
     calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
     return {'y': inputs['x'] * 2}
 
+  options = BatchingConfig(max_batch_size=max_batch_size, batch_timeout_micros=0,
+                           num_batch_threads=1)
+  executor = concurrent.futures.ThreadPoolExecutor(1)
+  return (DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None), executor,
+          calls)
+
+
+def test_fast_path_only_when_alone_and_batching_resumes_under_load():
+
   async def scenario():
-    options = BatchingConfig(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1)
-    executor = concurrent.futures.ThreadPoolExecutor(1)
-    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    batcher, executor, calls = _recording_batcher(32)
     alone = [(await batcher.submit({'x': np.array([float(i)])}))['y'].tolist() for i in range(3)]
     together = await asyncio.gather(*(batcher.submit({'x': np.array([float(i)])})
                                       for i in range(5)))
@@ -319,9 +328,9 @@ def test_fast_path_only_when_alone_and_batching_resumes_under_load():
                   for _ in range(FAST_PATH_AFTER_SINGLE_CALLS + 1)]
     await batcher.close()
     executor.shutdown()
-    return alone, [t['y'].tolist() for t in together], after_load
+    return alone, [t['y'].tolist() for t in together], after_load, calls
 
-  alone, together, after_load = asyncio.run(scenario())
+  alone, together, after_load, calls = asyncio.run(scenario())
   assert alone == [[0.0], [2.0], [4.0]] and together == [[2.0 * i] for i in range(5)]
   assert after_load == [[14.0]] * (FAST_PATH_AFTER_SINGLE_CALLS + 1)
   # (on the loop's thread, rows): three inline, one batch of five, batches of one, inline again.
@@ -330,23 +339,16 @@ def test_fast_path_only_when_alone_and_batching_resumes_under_load():
 
 
 def test_a_request_larger_than_a_batch_never_runs_on_the_event_loop():
-  calls = []
-
-  def run(inputs):
-    calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
-    return {'y': inputs['x'] * 2}
 
   async def scenario():
-    options = BatchingConfig(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
-    executor = concurrent.futures.ThreadPoolExecutor(1)
-    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    batcher, executor, calls = _recording_batcher(4)
     answers = [(await batcher.submit({'x': np.arange(rows, dtype=float)}))['y'].tolist()
                for rows in (1, 10, 4, 1)]
     await batcher.close()
     executor.shutdown()
-    return answers
+    return answers, calls
 
-  answers = asyncio.run(scenario())
+  answers, calls = asyncio.run(scenario())
   assert answers == [[2.0 * i for i in range(rows)] for rows in (1, 10, 4, 1)]
   # (on the loop's thread, rows): the 10-row request in the batch thread, the others inline.
   assert calls == [(True, 1), (False, 10), (True, 4), (True, 1)]

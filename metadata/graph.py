@@ -25,6 +25,12 @@ _COMPLETE = metadata_store_pb2.Execution.COMPLETE
 _CACHED = metadata_store_pb2.Execution.CACHED
 
 
+def _writer_rank(execution: metadata_store_pb2.Execution) -> tuple:
+  """Which of an artifact's writers is its producer, lowest first: COMPLETE before CACHED (a
+  cached execution re-lists the outputs of the complete one it reused), then the oldest."""
+  return {_COMPLETE: 0, _CACHED: 1}.get(execution.last_known_state, 2), execution.id
+
+
 @dataclasses.dataclass(frozen=True)
 class Edge:
   execution_id: int
@@ -110,8 +116,7 @@ class Graph:
     candidates = self.producers.get(artifact_id) or []
     if not candidates:
       return None
-    rank = {_COMPLETE: 0, _CACHED: 1}
-    return min(candidates, key=lambda i: (rank.get(self.executions[i].last_known_state, 2), i))
+    return min(candidates, key=lambda i: _writer_rank(self.executions[i]))
 
   def input(self, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
     return [self.artifacts[e.artifact_id] for e in self.inputs.get(execution_id, [])
@@ -139,15 +144,14 @@ class Graph:
 
 def producing_pipeline(store: metadata_store.MetadataStore, artifact_id: int) -> Optional[str]:
   """The name of the pipeline whose execution wrote the artifact, in either layout; None when no
-  finished execution did. The first COMPLETE writer counts (a later pipeline's Importer that
-  re-used the artifact records an output event too)."""
+  finished execution did. The producer's rule picks the writer (`_writer_rank`): a later
+  pipeline's Importer that re-used the artifact records an output event too."""
   ids = [e.execution_id for e in store.get_events_by_artifact_ids([artifact_id])
          if e.type in _OUTPUTS]
   done = [e for e in store.get_executions_by_id(ids) if e.last_known_state in (_COMPLETE, _CACHED)]
   if not done:
     return None
-  writer = min(done, key=lambda e: (e.last_known_state != _COMPLETE, e.create_time_since_epoch,
-                                    e.id))
+  writer = min(done, key=_writer_rank)
   pipeline_types = {t.id for t in store.get_context_types()
                     if t.name in (layout.PIPELINE_CONTEXT_TYPE, layout.KFP_PIPELINE_CONTEXT_TYPE)}
   names = [c.name for c in store.get_contexts_by_execution(writer.id)

@@ -19,8 +19,9 @@ the edge training data -> drift verdict.
 
 The walk finds the pipeline whose pusher wrote the PushedModel and walks that pipeline's lineage
 graph (metadata.graph, the one walk the registry and the notebooks use too), in both layouts of ML
-Metadata a Loopline pipeline writes, TFX's own and Kubeflow Pipelines v2's (metadata.layout). The runtime resolver of the cluster pipelines
-(components/baseline_resolver) runs the same walk inside the cluster.
+Metadata a Loopline pipeline writes, TFX's own and Kubeflow Pipelines v2's (metadata.layout). The
+runtime resolver of the cluster pipelines (components/baseline_resolver) runs the same walk inside
+the cluster.
 
 Only ml_metadata here (TFX is imported by `baseline_importers` alone).
 """
@@ -165,7 +166,8 @@ def _raw_examples(pipeline_graph: graph.Graph, examples: metadata_store_pb2.Arti
   for _ in range(MAX_CHAIN):
     producer = pipeline_graph.producer(current.id)
     parents = [] if producer is None else [
-        a for a in pipeline_graph.input(producer, 'examples') if pipeline_graph.type_name(a) == EXAMPLES_TYPE]
+        a for a in pipeline_graph.input(producer, 'examples')
+        if pipeline_graph.type_name(a) == EXAMPLES_TYPE]
     if not parents:
       return current          # an ExampleGen's output, imported, or produced outside the pipeline
     current = parents[0]

@@ -155,17 +155,22 @@ def run_grpc_ceiling_server(port: int, model_dir: str | None = None):
   class ConstantServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request, context):  # pylint: disable=invalid-name
-      if not model_dir:
-        return response
+      return response
+
+  class ModelServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+    async def Predict(self, request, context):  # pylint: disable=invalid-name
       examples = tf.constant(list(request.inputs['examples'].string_val), dtype=tf.string)
       answer = predict_pb2.PredictResponse()
       for alias, tensor in function(examples=examples).items():
         answer.outputs[alias].CopyFrom(protos.tensor_from_array(tensor.numpy()))
       return answer
 
+  servicer = ModelServicer() if model_dir else ConstantServicer()
+
   async def serve():
     server = grpc.aio.server()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(ConstantServicer(), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f'127.0.0.1:{port}')
     await server.start()
     await server.wait_for_termination()

@@ -221,12 +221,12 @@ def _row_inputs(instances, specs: dict[str, TensorSpec]) -> dict[str, np.ndarray
 
 def _json_ready(array: np.ndarray, alias: str):
   """A numpy array as nested Python lists, JSON-serializable the way TF Serving writes it."""
-  if array.dtype == object or array.dtype.kind in 'SU':
-    flat = [_string_value(v, alias) for v in array.ravel()]
-  elif array.dtype in (np.float32, np.float16):
-    flat = [float(text) for text in array.ravel().astype(str)]
-  else:
+  if array.dtype in (np.float32, np.float16):
+    # Each value's shortest text at its own precision, parsed back as the float JSON writes.
+    return array.astype(str).astype(np.float64).tolist()
+  if array.dtype != object and array.dtype.kind not in 'SU':
     return array.tolist()
+  flat = [_string_value(v, alias) for v in array.ravel()]
   if array.ndim == 0:
     return flat[0]
   out = np.empty(len(flat), dtype=object)
@@ -245,8 +245,12 @@ def _string_value(value, alias: str):
   return {'b64': base64.b64encode(value).decode('ascii')}
 
 
+_ENCODER = json.JSONEncoder(separators=(',', ':'))  # One encoder: json.dumps with options
+# builds a new one per call.
+
+
 def dumps(doc) -> bytes:
-  return json.dumps(doc, separators=(',', ':')).encode('utf-8')
+  return _ENCODER.encode(doc).encode('utf-8')
 
 
 def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:

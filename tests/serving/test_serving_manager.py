@@ -187,3 +187,29 @@ def test_inputs_reach_the_signature_by_name_whatever_their_declared_order(tmp_pa
   inputs = signature.validate({'value': np.array([5.0, 1.0], np.float32),
                                'base': np.array([2.0, 4.0], np.float32)})
   assert signature.run(inputs)['delta'].tolist() == [3.0, -3.0]
+
+
+def test_a_signature_with_captured_variables_and_tables_answers_as_its_public_call(tmp_path):
+  """Signature.run passes the function's captured inputs (resolved once at load) itself: a model
+  whose answer needs a variable and a lookup table gets both, and answers as the public call."""
+
+  class Scored(tf.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.scale = tf.Variable(3.0)
+      self.table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(['a', 'b'], [1.0, 2.0]), default_value=0.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='key')])
+    def score(self, key):
+      return {'score': self.table.lookup(key) * self.scale}
+
+  module = Scored()
+  path = str(tmp_path / '1')
+  tf.saved_model.save(module, path, signatures={'serving_default': module.score})
+  signature = Servable('s', 1, path).signature('serving_default')
+  keys = np.array([b'a', b'b', b'z'], dtype=object)
+  public = tf.saved_model.load(path).signatures['serving_default'](key=tf.constant(keys))
+  answered = signature.run(signature.validate({'key': keys}))['score'].tolist()
+  assert answered == [3.0, 6.0, 0.0] == public['score'].numpy().tolist()

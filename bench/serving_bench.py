@@ -11,6 +11,9 @@ $LOOPLINE_HOME/serving/big_tipper):
   - the gRPC floor with the model: the same servicer making one model call per request (nothing
     of Loopline: no batching, routing, metrics or logging): what any Python gRPC server serving
     this model pays at concurrency 1;
+  - the gRPC floor with batching: the same servicer gathering requests into one model call (up to
+    32 examples or 5 ms), still nothing of Loopline: what a minimal batching server reaches at
+    concurrency 32, beside the stack's ceiling;
   - worker processes: `serve --workers 1` and `--workers 2` over REST at concurrency 32, the server
     pinned to one core and this load generator to another (`taskset`; needs 2 cores);
 at concurrency 1, 8 and 32 (one example per request, keep-alive connections / one gRPC channel).
@@ -24,8 +27,8 @@ every target of the issue (target, value, met), and saves JSON (bench/results/se
   .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--rounds 3]
                                           [--concurrency 1,8,32]
 
-Default run: 29 cells x 3 rounds x (1 s warm-up + 5 s), plus server start-ups and a 1 s warm-up
-of every server, about 11 minutes.
+Default run: 32 cells x 3 rounds x (1 s warm-up + 5 s), plus server start-ups and a 1 s warm-up
+of every server, about 12 minutes.
 
 Targets (issues 3 and 13), all medians of the rounds of one run: at concurrency 1, REST p50 <= the
 naive server's p50 and gRPC p50 <= 1.2x REST p50; at concurrency 32, REST with batching >= 4x
@@ -130,19 +133,41 @@ def run_naive_server(model_dir: str, port: int):
   Server(('127.0.0.1', port), Handler).serve_forever()
 
 
-def run_grpc_ceiling_server(port: int, model_dir: str | None = None):
+# The batched floor's batch: up to this many examples, or what arrived this long after the first.
+FLOOR_MAX_BATCH = 32
+FLOOR_BATCH_WAIT_SECONDS = 0.005
+
+
+def run_grpc_ceiling_server(port: int, model_dir: str | None = None, batched: bool = False):
   """The gRPC stack alone: grpc.aio on uvloop (as the embedded server) and the official
   PredictionService servicer class, answering every Predict with one constant response. What no
   Python gRPC server can beat here, with this load generator on the same cores. With `model_dir`:
-  the same servicer calls the model once per request (the stack plus the model, nothing else)."""
+  the same servicer calls the model once per request (the stack plus the model, nothing else).
+  With `batched` too: the servicer gathers the requests that arrive until FLOOR_MAX_BATCH examples
+  wait or FLOOR_BATCH_WAIT_SECONDS have passed since the batch began, into one model call in one
+  model thread: the stack plus batched model calls, with no routing, validation, metrics or
+  logging. The 5 ms wait was the best of those tried at concurrency 32 (none, 0.2, 0.5, 1, 3 and
+  5 ms): bigger batches mean fewer model calls for the two cores to run."""
   import grpc
   import uvloop
   from tensorflow_serving.apis import predict_pb2
   from tensorflow_serving.apis import prediction_service_pb2_grpc
   if model_dir:
+    import concurrent.futures
     import tensorflow as tf
     from serving import protos
     function = tf.saved_model.load(model_dir).signatures['serving_default']
+    model_thread = concurrent.futures.ThreadPoolExecutor(1)
+
+    def call_model(examples: list[bytes]) -> dict:
+      return {alias: tensor.numpy()
+              for alias, tensor in function(examples=tf.constant(examples, tf.string)).items()}
+
+    def answer_of(outputs: dict):
+      answer = predict_pb2.PredictResponse()
+      for alias, array in outputs.items():
+        answer.outputs[alias].CopyFrom(protos.tensor_from_array(array))
+      return answer
   response = predict_pb2.PredictResponse()
   response.model_spec.name = MODEL_NAME
   response.model_spec.version.value = 1
@@ -160,13 +185,48 @@ def run_grpc_ceiling_server(port: int, model_dir: str | None = None):
   class ModelServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request, context):  # pylint: disable=invalid-name
-      examples = tf.constant(list(request.inputs['examples'].string_val), dtype=tf.string)
-      answer = predict_pb2.PredictResponse()
-      for alias, tensor in function(examples=examples).items():
-        answer.outputs[alias].CopyFrom(protos.tensor_from_array(tensor.numpy()))
-      return answer
+      return answer_of(call_model(list(request.inputs['examples'].string_val)))
 
-  servicer = ModelServicer() if model_dir else ConstantServicer()
+  class BatchedModelServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+    def __init__(self):
+      self.waiting = []  # (examples, future)
+      self.arrived = asyncio.Event()
+      self.batching = False
+
+    async def Predict(self, request, context):  # pylint: disable=invalid-name
+      loop = asyncio.get_running_loop()
+      future = loop.create_future()
+      self.waiting.append((list(request.inputs['examples'].string_val), future))
+      self.arrived.set()
+      if not self.batching:
+        self.batching = True
+        loop.create_task(self.run_batches())
+      return answer_of(await future)
+
+    async def run_batches(self):
+      loop = asyncio.get_running_loop()
+      while self.waiting:
+        deadline = loop.time() + FLOOR_BATCH_WAIT_SECONDS
+        while sum(len(e) for e, _ in self.waiting) < FLOOR_MAX_BATCH and loop.time() < deadline:
+          self.arrived.clear()
+          try:
+            await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
+          except asyncio.TimeoutError:
+            break
+        batch, self.waiting = self.waiting, []
+        outputs = await loop.run_in_executor(model_thread, call_model,
+                                             [e for examples, _ in batch for e in examples])
+        offset = 0
+        for examples, future in batch:
+          future.set_result({a: v[offset:offset + len(examples)] for a, v in outputs.items()})
+          offset += len(examples)
+      self.batching = False
+
+  if not model_dir:
+    servicer = ConstantServicer()
+  else:
+    servicer = BatchedModelServicer() if batched else ModelServicer()
 
   async def serve():
     server = grpc.aio.server()
@@ -339,13 +399,14 @@ def embedded_server(base_dir: str, home: str, batching: bool, logging: bool, wor
   return server
 
 
-def grpc_ceiling_server(model_dir: str | None = None) -> Server:
+def grpc_ceiling_server(model_dir: str | None = None, batched: bool = False) -> Server:
   port = free_port()
-  name = ('gRPC stack + one model call a request' if model_dir else
-          'gRPC stack alone (constant answer)')
-  server = Server(name, [sys.executable, os.path.abspath(__file__), '--grpc-ceiling-server',
-                         '--port', str(port)] + (['--model-dir', model_dir] if model_dir else []),
-                  None, port)
+  name = 'gRPC stack alone (constant answer)'
+  argv = [sys.executable, os.path.abspath(__file__), '--grpc-ceiling-server', '--port', str(port)]
+  if model_dir:
+    name = 'gRPC stack + batched model calls' if batched else 'gRPC stack + one model call a request'
+    argv += ['--model-dir', model_dir] + (['--batched-floor'] if batched else [])
+  server = Server(name, argv, None, port)
   server.wait_ready(None)
   return server
 
@@ -367,17 +428,18 @@ def main():
   parser.add_argument('--examples-csv', help='Rows to send (default: the newest span CSV).')
   parser.add_argument('--concurrency', default='1,8,32')
   parser.add_argument('--duration', type=float, default=5.0,
-                      help='Seconds measured per cell (the default run takes about 10 minutes).')
+                      help='Seconds measured per cell (the default run takes about 12 minutes).')
   parser.add_argument('--warmup', type=float, default=1.0)
   parser.add_argument('--rounds', type=int, default=3,
                       help='Times every cell is measured (the servers take turns each round).')
   parser.add_argument('--output', default=os.path.join(REPO, 'bench', 'results', 'serving.json'))
   parser.add_argument('--naive-server', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--grpc-ceiling-server', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--batched-floor', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--port', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.grpc_ceiling_server:
-    run_grpc_ceiling_server(args.port, args.model_dir)
+    run_grpc_ceiling_server(args.port, args.model_dir, args.batched_floor)
     return
 
   default_dir = os.path.join(home_lib.serving_dir(home_lib.resolve_home()), MODEL_NAME)
@@ -402,7 +464,8 @@ def main():
   cores = sorted(os.sched_getaffinity(0))
   setups = [('naive', None, None, None), ('embedded', True, False, None),
             ('embedded', False, False, None), ('embedded', True, True, None),
-            ('grpc_ceiling', None, None, None), ('grpc_model_floor', None, None, None)]
+            ('grpc_ceiling', None, None, None), ('grpc_model_floor', None, None, None),
+            ('grpc_batched_floor', None, None, None)]
   if len(cores) >= 2:  # Workers: the server on one core, this load generator on another.
     setups += [('workers', True, False, 1), ('workers', True, False, 2)]
   else:
@@ -417,6 +480,8 @@ def main():
         server = grpc_ceiling_server()
       elif kind == 'grpc_model_floor':
         server = grpc_ceiling_server(version_dir)
+      elif kind == 'grpc_batched_floor':
+        server = grpc_ceiling_server(version_dir, batched=True)
       else:
         server = embedded_server(os.path.join(work, 'models'),
                                  os.path.join(work, f'home-{index}'), batching, logging,
@@ -550,6 +615,11 @@ def summarize(results, samples) -> dict:
     share = grpc_['throughput_rps'] / ceiling['throughput_rps']
     _target(targets, f'c={level}: gRPC >= 80% of the gRPC stack alone', round(share, 3),
             f'of {ceiling["throughput_rps"]:.0f} req/s', share >= 0.8)
+    floor = cell(server='grpc_batched_floor', concurrency=level)
+    if floor.get('throughput_rps'):
+      _target(targets, f'c={level}: gRPC stack + batched model alone (floor)',
+              round(floor['throughput_rps'] / ceiling['throughput_rps'], 3),
+              f'of the stack alone ({floor["throughput_rps"]:.0f} req/s)', None)
   summary = {'concurrency': level, 'targets': targets}
   pinned = {c['workers']: c for c in results if c['server'] == 'workers'}
   if pinned:

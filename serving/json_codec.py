@@ -253,12 +253,30 @@ def dumps(doc) -> bytes:
   return _ENCODER.encode(doc).encode('utf-8')
 
 
+def _numbers_text(value) -> str:
+  """JSON text of a finite number or nested lists of them: what the encoder writes (each number's
+  repr), without building an encoder (json.JSONEncoder.encode makes a new C encoder per call)."""
+  if isinstance(value, list):
+    return '[' + ','.join(map(_numbers_text, value)) + ']'
+  return repr(value)
+
+
+def _single_output(key: str, array: np.ndarray, alias: str) -> bytes:
+  """`{key: <the array>}`; numbers written directly when they are all finite ints or floats."""
+  values = _json_ready(array, alias)
+  if array.dtype.kind in 'iuf':
+    text = _numbers_text(values)
+    if 'n' not in text:  # Else a nan or inf, which the encoder writes as NaN / Infinity.
+      return f'{{"{key}":{text}}}'.encode('ascii')
+  return dumps({key: values})
+
+
 def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
   """`{"predictions": ...}` (row request) or `{"outputs": ...}` (columnar request)."""
   if not row_format:
     if len(outputs) == 1:
       (alias, array), = outputs.items()
-      return dumps({'outputs': _json_ready(array, alias)})
+      return _single_output('outputs', array, alias)
     return dumps({'outputs': {alias: _json_ready(a, alias) for alias, a in outputs.items()}})
   rows = {a.shape[0] if a.ndim else None for a in outputs.values()}
   if len(rows) != 1 or None in rows:
@@ -266,7 +284,7 @@ def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
                            'scalar): use the columnar "inputs" format for this signature')
   if len(outputs) == 1:
     (alias, array), = outputs.items()
-    return dumps({'predictions': _json_ready(array, alias)})
+    return _single_output('predictions', array, alias)
   columns = {alias: _json_ready(a, alias) for alias, a in outputs.items()}
   count = rows.pop()
   return dumps({'predictions': [{alias: col[i] for alias, col in columns.items()}

@@ -474,3 +474,22 @@ def test_fast_predict_log_equals_the_protobuf_built_one():
     assert set(fast_map) == set(slow_map)
     for alias in fast_map:
       assert tf.make_ndarray(fast_map[alias]).tolist() == tf.make_ndarray(slow_map[alias]).tolist()
+
+
+def test_numbers_written_directly_read_as_the_json_encoder_writes_them():
+  """A single numeric output skips the JSON encoder: the text must be the encoder's, value for
+  value, for every dtype and shape that takes that path; non-finite floats take the encoder's."""
+  rng = np.random.default_rng(7)
+  tricky = [0.2, 1e-4, 1e-5, 1e-45, 3.4028235e38, -0.0, 1e16, 123456.79, 2.5e-8, 0.0, -1.5]
+  arrays = [np.array(tricky, np.float32).reshape(-1, 1), np.array(tricky, np.float64),
+            np.array(tricky[:4], np.float16), rng.normal(size=(3, 2, 2)).astype(np.float32),
+            np.array(1.25, np.float32), np.array([[1, -2], [3, 2**40]], np.int64),
+            np.array([7, 255], np.uint8), np.zeros((2, 0), np.float32)]
+  for array in arrays:
+    for row_format, key in ((True, 'predictions'), (False, 'outputs')):
+      if row_format and array.ndim == 0:
+        continue
+      expected = json.dumps({key: json_codec._json_ready(array, 'p')}, separators=(',', ':'))
+      assert json_codec.predict_response({'p': array}, row_format).decode() == expected, array
+  assert json_codec.predict_response({'p': np.array([np.inf], np.float32)}, False) == (
+      b'{"outputs":[Infinity]}')

@@ -22,7 +22,10 @@ models, batcher, event loop: a `ModelServer`) under a supervisor that serves not
   replacement. Connections the dead process had accepted are closed by the kernel: their
   clients see the connection reset or closed (REST) or UNAVAILABLE (gRPC), at once and never a
   hang; no other process can answer on a connection that only the dead process held, so no 503
-  is possible there. New connections go to the remaining workers.
+  is possible there. New connections go to the remaining workers, once the dead process has
+  finished exiting: until all its threads are gone (milliseconds for TensorFlow's many), its
+  listening sockets are open, and a new connection the kernel hands one of them is reset
+  (SO_REUSEPORT's limit; a client retry gets another worker).
 - **SIGTERM / SIGINT** to the supervisor: every worker stops accepting, answers its in-flight
   requests and hands its last records over; then the writer finalizes its file; exit 0.
 Workers die with the supervisor (a parent-death signal), draining as on SIGTERM.

@@ -245,8 +245,8 @@ def _string_value(value, alias: str):
   return {'b64': base64.b64encode(value).decode('ascii')}
 
 
-_ENCODER = json.JSONEncoder(separators=(',', ':'))  # One encoder: json.dumps with options
-# builds a new one per call.
+# One encoder for every answer: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(',', ':'))
 
 
 def dumps(doc) -> bytes:

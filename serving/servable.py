@@ -79,9 +79,9 @@ class Signature:
     #   the call goes to ConcreteFunction's own `_call_flat`.
     # Signature.validate has checked dtypes and shapes already. (No function: a gateway's
     # RemoteServable, which only validates.)
-    if function is not None:
-      self._captured_inputs = [x.handle if distribute_utils.is_distributed_variable(x) else x
-                               for x in function.captured_inputs]
+    self._captured_inputs = None if function is None else [
+        x.handle if distribute_utils.is_distributed_variable(x) else x
+        for x in function.captured_inputs]
     self.batchable = all(
         spec.shape is not None and len(spec.shape) >= 1 and spec.shape[0] == -1
         for spec in list(self.inputs.values()) + list(self.outputs.values()))

@@ -23,6 +23,7 @@ setuptools.setup(
         'tensorflow-serving-api==2.16.1',
         'grpcio',
         'grpcio-health-checking',
+        'prometheus-client',
         'uvloop',
         'google-crc32c',
         'keras-tuner',

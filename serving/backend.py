@@ -63,12 +63,12 @@ class EmbeddedBackend:
     threads = config.batching.num_batch_threads if config.batching.enabled else 4
     self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix='model')
     self._batchers: dict[tuple, tuple[object, DynamicBatcher]] = {}
-    self._queued_rows = 0
-    metrics.gauge(metrics_lib.QUEUE_DEPTH, lambda: self._queued_rows)
 
-  async def start(self):
-    """Load the configured models (waiting for them), then keep polling in the background."""
-    models = self._config.initial_models()
+  async def start(self, model_config=None):
+    """Load the configured models, or those of `model_config` (a ModelServerConfig), waiting for
+    them; then keep polling in the background."""
+    models = (self._config.initial_models() if model_config is None else
+              self.models_of(model_config))
     await asyncio.get_running_loop().run_in_executor(None, self.manager.apply_config, models)
     if self._config.model_config_file and self._config.model_config_file_poll_wait_seconds > 0:
       self.manager.watch_config_file(self._config.model_config_file,
@@ -84,9 +84,6 @@ class EmbeddedBackend:
   async def resolve(self, target: Target):
     return self.manager.resolve(target.name, target.version, target.label)
 
-  def _queue_depth(self, delta: int):
-    self._queued_rows += delta
-
   def _batcher(self, servable, signature: Signature) -> DynamicBatcher:
     key = (servable.name, servable.version, signature.name)
     entry = self._batchers.get(key)
@@ -96,15 +93,14 @@ class EmbeddedBackend:
           del self._batchers[stale_key]
           asyncio.get_running_loop().create_task(batcher.close())
       entry = (servable, DynamicBatcher(signature.run, self._config.batching, self._executor,
-                                        self._metrics, self._queue_depth))
+                                        self._metrics, signature.timer))
       self._batchers[key] = entry
     return entry[1]
 
   async def _run(self, servable, signature: Signature, inputs: dict) -> dict:
     if self._config.batching.enabled and signature.batchable:
       return await self._batcher(servable, signature).submit(inputs)
-    self._metrics.observe(metrics_lib.BATCH_SIZE, next(iter(inputs.values())).shape[0],
-                          buckets=metrics_lib.BATCH_SIZE_BUCKETS)
+    self._metrics.batch_size().observe(next(iter(inputs.values())).shape[0])
     return await asyncio.get_running_loop().run_in_executor(self._executor, signature.run, inputs)
 
   async def predict(self, servable, signature_name: str, inputs: dict, output_filter=()) -> dict:
@@ -115,7 +111,7 @@ class EmbeddedBackend:
 
   async def classify(self, servable, signature_name: str, examples: list[bytes]):
     signature, alias = servable.example_signature(signature_name, 'classify')
-    outputs = await self._run(servable, signature, {alias: _string_array(examples)})
+    outputs = await self._run(servable, signature, {alias: protos.string_array(examples)})
     classes, scores = outputs.get('classes'), outputs.get('scores')
     rows = len(examples)
     if classes is not None:
@@ -129,7 +125,7 @@ class EmbeddedBackend:
 
   async def regress(self, servable, signature_name: str, examples: list[bytes]) -> np.ndarray:
     signature, alias = servable.example_signature(signature_name, 'regress')
-    outputs = await self._run(servable, signature, {alias: _string_array(examples)})
+    outputs = await self._run(servable, signature, {alias: protos.string_array(examples)})
     values = outputs['outputs']
     if values.size != len(examples):
       raise invalid_argument('Expected output Tensor shape to be either [batch_size] or '
@@ -139,11 +135,15 @@ class EmbeddedBackend:
   async def status(self, name: str, version: int | None) -> list[VersionStatus]:
     return self.manager.status(name, version)
 
-  async def reload_config(self, config) -> None:
+  def models_of(self, config) -> list:
+    """The validated models of a ModelServerConfig; INVALID_ARGUMENT naming what is wrong."""
     try:
-      models = models_from_proto(config, self._config.model_root)
+      return models_from_proto(config, self._config.model_root)
     except ConfigError as e:
       raise invalid_argument(str(e)) from None
+
+  async def reload_config(self, config) -> None:
+    models = self.models_of(config)
     await asyncio.get_running_loop().run_in_executor(None, self.manager.apply_config, models)
 
   def labels(self, name: str) -> set[str] | None:
@@ -151,12 +151,6 @@ class EmbeddedBackend:
 
   def available(self) -> dict[str, list[int]]:
     return self.manager.available()
-
-
-def _string_array(values: list[bytes]) -> np.ndarray:
-  array = np.empty(len(values), dtype=object)
-  array[:] = values
-  return array
 
 
 class RemoteServable:
@@ -196,7 +190,8 @@ class UpstreamBackend:
     self._timeout = 30.0
     self._labels_cache = None  # (config file mtime, {model: labels})
 
-  async def start(self):
+  async def start(self, model_config=None):
+    del model_config  # The upstream TF Serving loads the models.
     options = [('grpc.max_send_message_length', self._config.max_body_bytes),
                ('grpc.max_receive_message_length', -1)]
     self._channel = grpc.aio.insecure_channel(self._config.upstream_grpc, options=options)

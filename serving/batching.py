@@ -9,14 +9,19 @@ examples); beyond it, requests fail fast with UNAVAILABLE (HTTP 503), as in TF S
 Low-load fast path: with `batch_timeout_micros` 0 (the default), a request of at most
 `max_batch_size` rows that finds no batch forming runs the model at once on the event-loop thread,
 without the hand-off to a batch thread and without gathering rounds (see `DynamicBatcher.submit`).
-Batching resumes by itself as soon as requests meet each other. A larger request always runs in a
-batch thread: its model call would block the loop (other connections, health checks) for longer
-than any batch's.
+Batching resumes by itself as soon as requests meet each other. While the model runs there, the
+loop answers nothing else (other connections, health checks, metrics), so the fast path is only
+for calls known to be short: every model call is timed (`CallTimer`, shared with the warm-up at
+load), and a request takes the fast path only when the signature's calls, scaled to the
+request's rows, take less than INLINE_MAX_SECONDS (its typical call: the median of the last few).
+A signature never timed (no warm-up, first request), a slow model, or a request of more than
+`max_batch_size` rows runs in a batch thread.
 """
 import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -26,9 +31,54 @@ from serving.config import BatchingConfig
 from serving.errors import Code, ServingError
 
 IDLE_ITERATIONS = 12
+# The longest typical model call (scaled to the request's rows) the fast path runs on the event-loop
+# thread: a model call there delays every other connection by its duration.
+INLINE_MAX_SECONDS = 0.002
+RECENT_CALLS = 5  # The typical call time is the median of this many recent calls.
 # Model calls in a row serving one request each before lone requests take the fast path again.
 FAST_PATH_AFTER_SINGLE_CALLS = 8
 QUEUE_FULL_MESSAGE = 'The batch scheduling queue to which this task was submitted is full'
+
+
+class CallTimer:
+  """How long a model function's calls take, for the fast path: one per signature, shared by the
+  warm-up (which fills it before the first request) and the batcher.
+
+  The typical call is the median of the last RECENT_CALLS successful calls (seconds, rows): a
+  model that is slow every time is never run inline, while one call of a fast model delayed by
+  the machine (a preempted thread) does not close the fast path, and a model that became slow
+  closes it within a few calls.
+  """
+
+  def __init__(self, inline_max_seconds: float = INLINE_MAX_SECONDS):
+    self.calls = 0  # Successful calls.
+    self._inline_max_seconds = inline_max_seconds
+    self._recent = collections.deque(maxlen=RECENT_CALLS)
+    self._typical = None  # (seconds, rows) of the median recent call.
+    self._lock = threading.Lock()  # Calls end in batch threads and on the event loop.
+
+  def timed(self, run, inputs: dict, rows: int) -> dict:
+    """`run(inputs)`, timed. A call that fails is not recorded: a request rejected early (a parse
+    error) says nothing about how long the model takes."""
+    started = time.perf_counter()
+    outputs = run(inputs)
+    seconds = time.perf_counter() - started
+    with self._lock:
+      self._recent.append((seconds, max(rows, 1)))
+      ordered = sorted(self._recent)
+      self._typical = ordered[(len(ordered) - 1) // 2]  # The lower middle: 1 slow call of 2 is noise.
+      self.calls += 1
+    return outputs
+
+  def fast_enough(self, rows: int) -> bool:
+    """Whether a call of `rows` rows should take less than the inline bound: the typical call's
+    time, scaled up (never down) to `rows` (an overestimate: part of a call's time does not grow
+    with its rows). False before the first call."""
+    typical = self._typical
+    if typical is None:
+      return False
+    seconds, typical_rows = typical
+    return seconds * max(1.0, rows / typical_rows) < self._inline_max_seconds
 
 
 @dataclasses.dataclass
@@ -44,12 +94,13 @@ class DynamicBatcher:
   dimension."""
 
   def __init__(self, run, options: BatchingConfig, executor: concurrent.futures.Executor,
-               metrics: metrics_lib.Metrics, queue_depth_gauge):
+               metrics: metrics_lib.Metrics, timer: CallTimer | None = None):
+    """`timer`: the function's call times (the signature's, which the warm-up filled)."""
     self._run = run
     self._options = options
     self._executor = executor
     self._metrics = metrics
-    self._queue_depth_gauge = queue_depth_gauge  # Callable(delta) shared by all batchers.
+    self._timer = timer or CallTimer()
     self._tasks: collections.deque[_Task] = collections.deque()
     self._queued_rows = 0
     self._max_queued_rows = options.max_enqueued_batches * options.max_batch_size
@@ -69,7 +120,8 @@ class DynamicBatcher:
       raise ServingError(Code.UNAVAILABLE, 'Servable is being unloaded')
     rows = next(iter(inputs.values())).shape[0]
     if (self._inline_allowed and rows <= self._options.max_batch_size and
-        self._single_calls >= FAST_PATH_AFTER_SINGLE_CALLS and not self._busy()):
+        self._single_calls >= FAST_PATH_AFTER_SINGLE_CALLS and not self._busy() and
+        self._timer.fast_enough(rows)):
       outputs = await self._run_inline_if_alone(inputs, rows)
       if outputs is not None:
         return outputs
@@ -78,7 +130,7 @@ class DynamicBatcher:
     future = asyncio.get_running_loop().create_future()
     self._tasks.append(_Task(inputs, rows, future, time.monotonic()))
     self._queued_rows += rows
-    self._queue_depth_gauge(rows)
+    self._metrics.queue_depth.inc(rows)
     self._wakeup.set()
     return await future
 
@@ -104,9 +156,9 @@ class DynamicBatcher:
       self._arriving -= 1
     if self._arriving or self._busy() or self._closing:
       return None
-    self._metrics.observe(metrics_lib.BATCH_SIZE, rows, buckets=metrics_lib.BATCH_SIZE_BUCKETS)
-    self._metrics.inc(metrics_lib.MODEL_CALLS, path='inline')
-    return self._run(inputs)
+    self._metrics.batch_size().observe(rows)
+    self._metrics.model_calls('inline').inc()
+    return self._timer.timed(self._run, inputs, rows)
 
   async def close(self):
     """Finish everything queued, then stop."""
@@ -141,7 +193,7 @@ class DynamicBatcher:
         batch.append(task)
         rows += task.rows
       self._queued_rows -= rows
-      self._queue_depth_gauge(-rows)
+      self._metrics.queue_depth.dec(rows)
       self._batches_running += 1
       running = asyncio.get_running_loop().create_task(self._run_batch(batch, rows))
       self._running.add(running)
@@ -175,9 +227,8 @@ class DynamicBatcher:
       batch = [t for t in batch if not t.future.done()]  # Cancelled by disconnected clients.
       if not batch:
         return
-      self._metrics.observe(metrics_lib.BATCH_SIZE, sum(t.rows for t in batch),
-                            buckets=metrics_lib.BATCH_SIZE_BUCKETS)
-      self._metrics.inc(metrics_lib.MODEL_CALLS, path='batched')
+      self._metrics.batch_size().observe(sum(t.rows for t in batch))
+      self._metrics.model_calls('batched').inc()
       self._single_calls = self._single_calls + 1 if len(batch) == 1 else 0
       if len(batch) == 1:
         await self._run_alone(batch[0])
@@ -185,8 +236,9 @@ class DynamicBatcher:
       try:
         merged = {alias: np.concatenate([t.inputs[alias] for t in batch])
                   for alias in batch[0].inputs}
-        outputs = await loop.run_in_executor(self._executor, self._run, merged)
         total = sum(t.rows for t in batch)
+        outputs = await loop.run_in_executor(self._executor, self._timer.timed, self._run, merged,
+                                             total)
         if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
           raise ValueError('outputs do not lead with the batch dimension')
       except Exception:  # pylint: disable=broad-except  # Isolate the request that failed.
@@ -204,8 +256,8 @@ class DynamicBatcher:
 
   async def _run_alone(self, task: _Task):
     try:
-      outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run,
-                                                                 task.inputs)
+      outputs = await asyncio.get_running_loop().run_in_executor(
+          self._executor, self._timer.timed, self._run, task.inputs, task.rows)
     except Exception as e:  # pylint: disable=broad-except  # Handed to the waiting request.
       if not task.future.done():
         task.future.set_exception(e)

@@ -4,18 +4,26 @@ PredictionService: Predict, Classify, Regress, MultiInference, GetModelMetadata.
 GetModelStatus, HandleReloadConfigRequest. Plus grpc.health.v1.
 Request ids travel in the `x-request-id` metadata (echoed or generated, sent back in the
 trailing metadata with `x-model-version`).
+
+Request bytes that do not parse as the method's request message are answered INTERNAL, naming the
+message type, as TF Serving's C++ gRPC server answers them (see `_parse_or_mark`), where grpc's
+Python server would answer UNKNOWN ("Unexpected DecodeError").
 """
 import functools
 
 import grpc
+from google.protobuf import symbol_database
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import model_management_pb2
+from tensorflow_serving.apis import model_service_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
@@ -28,20 +36,71 @@ from serving.service import Answer, CallContext, InferenceService, request_id_or
 
 PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
 MODEL_SERVICE = 'tensorflow.serving.ModelService'
-POOL_RELOAD_MESSAGE = ('HandleReloadConfigRequest would reach one worker process of the pool only '
-                       '(--workers > 1): change the --model-config-file instead, which every '
-                       'worker re-reads')
 
 
 def _metadata(context) -> dict:
   return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
+class _UnparsedRequest:
+  """What a servicer method receives for request bytes that are not its request message."""
+  __slots__ = ('type_name',)
+
+  def __init__(self, type_name: str):
+    self.type_name = type_name
+
+
+def _parse_or_mark(message_class):
+  """The request deserializer: the message, or an `_UnparsedRequest` (never an exception: grpc's
+  Python server answers a deserializer's exception UNKNOWN "Unexpected DecodeError").
+
+  TF Serving is a C++ gRPC server. There a request that fails to parse never reaches the service:
+  the generated method handler's Deserialize (grpc's RpcMethodHandler, through
+  SerializationTraits) returns `Status(StatusCode::INTERNAL, msg->InitializationErrorString())`
+  and RunHandler sends that status without calling the method. Source: the grpc that TensorFlow
+  2.16 (and TF Serving 2.16) builds with, as installed with TensorFlow here:
+  tensorflow/include/external/com_github_grpc_grpc/include/grpcpp/impl/codegen/proto_utils.h
+  lines 86-87 (GenericDeserialize), method_handler_impl.h lines 94-108 (Deserialize) and 63-89
+  (RunHandler); today's grpc has the same in include/grpcpp/impl/generic_serialize.h
+  (GenericDeserialize). So the code is INTERNAL. The C++ text is empty for a proto3 message (no
+  required fields to list); ours names the message type, and never quotes the caller's bytes.
+  """
+  unparsed = _UnparsedRequest(message_class.DESCRIPTOR.full_name)
+  parse = message_class.FromString
+
+  def deserialize(data: bytes):
+    try:
+      return parse(data)
+    except DecodeError:  # Malformed wire data, or a string field that is not UTF-8.
+      return unparsed
+
+  return deserialize
+
+
+def _add_servicer(server, servicer, service) -> None:
+  """Register `servicer` for `service` (a ServiceDescriptor of tensorflow-serving-api) as the
+  generated `add_*Servicer_to_server` does, with `_parse_or_mark` as every request
+  deserializer."""
+  symbols = symbol_database.Default()
+  handlers = {
+      method.name: grpc.unary_unary_rpc_method_handler(
+          getattr(servicer, method.name),
+          request_deserializer=_parse_or_mark(symbols.GetSymbol(method.input_type.full_name)),
+          response_serializer=symbols.GetSymbol(method.output_type.full_name).SerializeToString)
+      for method in service.methods}
+  server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
+                                                                       handlers),))
+
+
 def _with_status(method):
-  """Turn ServingErrors into the matching gRPC status (never an unexpected UNKNOWN)."""
+  """Turn ServingErrors into the matching gRPC status (never an unexpected UNKNOWN), and answer
+  an unparsable request INTERNAL (see `_parse_or_mark`)."""
 
   @functools.wraps(method)
   async def wrapper(self, request, context):
+    if request.__class__ is _UnparsedRequest:
+      await context.abort(grpc.StatusCode.INTERNAL,
+                          f'Failed to parse the request as a {request.type_name} message')
     try:
       return await method(self, request, context)
     except ServingError as e:
@@ -173,9 +232,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   """tensorflow.serving.ModelService: status and config reloads."""
 
-  def __init__(self, service: InferenceService, workers: int = 1):
+  def __init__(self, service: InferenceService, reload_config=None):
+    """`reload_config(ModelServerConfig)`: a coroutine applying a new config (default: the
+    backend's; in a worker pool, the pool's: every worker applies it)."""
     self._backend = service.backend
-    self._workers = workers
+    self._reload_config = reload_config or service.backend.reload_config
 
   @_with_status
   async def GetModelStatus(self, request, context):
@@ -189,9 +250,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   async def HandleReloadConfigRequest(self, request, context):
     if not request.HasField('config'):
       raise invalid_argument('ReloadConfigRequest has no config')
-    if self._workers > 1:
-      raise ServingError(Code.FAILED_PRECONDITION, POOL_RELOAD_MESSAGE)
-    await self._backend.reload_config(request.config)
+    await self._reload_config(request.config)
     response = model_management_pb2.ReloadConfigResponse()
     response.status.error_code = int(Code.OK)
     return response
@@ -200,17 +259,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 class GrpcServer:
   """The grpc.aio server with both services and health checking."""
 
-  def __init__(self, service: InferenceService, config: ServerConfig):
+  def __init__(self, service: InferenceService, config: ServerConfig, reload_config=None):
     self._config = config
     self._server = grpc.aio.server(options=[
         ('grpc.max_receive_message_length', config.max_body_bytes),
         ('grpc.max_send_message_length', -1),
         ('grpc.so_reuseport', int(config.workers > 1)),  # A pool's workers share the port.
     ])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(service, config), self._server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(service, config.workers), self._server)
+    _add_servicer(self._server, PredictionServicer(service, config),
+                  prediction_service_pb2.DESCRIPTOR.services_by_name['PredictionService'])
+    _add_servicer(self._server, ModelServicer(service, reload_config),
+                  model_service_pb2.DESCRIPTOR.services_by_name['ModelService'])
     self.health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
 

@@ -187,7 +187,8 @@ class ModelManager:
           str(e).split('\n')[0] or type(e).__name__)
       log.error('%s', message)
       model.failed[version] = versions_lib.fingerprint(path)
-      self._set_status(model, VersionStatus(version, END, Code.UNKNOWN, message))
+      code = e.code if isinstance(e, ServingError) else Code.UNKNOWN  # e.g. a failed warm-up.
+      self._set_status(model, VersionStatus(version, END, code, message))
       return False
     model.failed.pop(version, None)
     self._set_status(model, VersionStatus(version, AVAILABLE, servable=servable))

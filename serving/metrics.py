@@ -1,13 +1,34 @@
-"""Prometheus metrics in text exposition format, with TF Serving's names and buckets.
+"""The server's Prometheus metrics, kept by `prometheus_client`, with TF Serving's names.
 
 TF Serving: `:tensorflow:serving:request_count{model_name,status}` and
 `:tensorflow:serving:request_latency{model_name,API,entrypoint}` (microseconds, buckets 10*1.8^k,
-successful requests only). Ours: batch sizes, batch queue depth, request log records written and
-dropped, loaded versions.
-"""
-import bisect
-import threading
+successful requests only). Ours: batch sizes, model calls by path, batch queue depth, request log
+records written and dropped, log files finalized, canary routing.
 
+- **One process** (`Metrics()`): the library's in-memory values, in one registry.
+- **A worker pool** (`Metrics(multiprocess=True)`, `serving.workers`): the library's multiprocess
+  mode. Every process of the pool (the supervisor and each worker) writes its values to memory-
+  mapped files in `$PROMETHEUS_MULTIPROC_DIR` (one directory per pool, made empty by the
+  supervisor when it starts), and a scrape of any worker sums every process's files
+  (`prometheus_client.multiprocess.MultiProcessCollector`): the pool's exact totals at once. A
+  dead worker's counters stay in the sum (its files stay); its queue-depth gauge (`livesum`)
+  leaves it when the supervisor marks it dead (`prometheus_client.multiprocess.mark_process_dead`,
+  as the library's documentation asks).
+
+prometheus_client chooses where values live (memory or files) when it is first imported, from
+`PROMETHEUS_MULTIPROC_DIR`, so this module imports it only when `Metrics` is made: the supervisor
+sets the variable first (`serving.workers`).
+
+Counters keep TF Serving's names. The library exposes every counter with a `_total` suffix
+(`:tensorflow:serving:request_count_total`; OpenMetrics requires it, and neither `Counter` nor
+`CounterMetricFamily` can leave it out), while TF Serving, its dashboards and this server until now
+name the series `:tensorflow:serving:request_count`. So the scrape goes through one custom
+collector (`_CountersByTheirNames`, the library's documented way to expose metrics it does not
+make): each counter family is re-exposed under its own name, as an untyped family (`# TYPE ...
+untyped`, where TF Serving writes `counter`: the library writes `counter` only with `_total`).
+PromQL (rate, increase) treats both alike. Names starting with ':' are valid for the library
+(`[a-zA-Z_:][a-zA-Z0-9_:]*`). Numbers are written the library's way (`2.0`, `le="10.0"`).
+"""
 REQUEST_COUNT = ':tensorflow:serving:request_count'
 REQUEST_LATENCY = ':tensorflow:serving:request_latency'
 LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**k for k in range(33))
@@ -19,142 +40,98 @@ LOG_WRITTEN = 'loopline_serving_request_log_records_written'
 LOG_DROPPED = 'loopline_serving_request_log_records_dropped'
 LOG_FILES = 'loopline_serving_request_log_files_finalized'
 ROUTED = 'loopline_serving_canary_routed_requests'
-
-_HELP = {
-    REQUEST_COUNT: ('counter', 'Total number of requests, by model and status.'),
-    REQUEST_LATENCY: ('histogram', 'Latency of successful requests in microseconds.'),
-    BATCH_SIZE: ('histogram', 'Examples per model call made by the batcher.'),
-    MODEL_CALLS: ('counter', 'Model calls by the batcher, by path: "inline" (the low-load fast '
-                  'path, on the event-loop thread) or "batched" (a batch thread).'),
-    QUEUE_DEPTH: ('gauge', 'Examples waiting in the batch queues.'),
-    LOG_WRITTEN: ('counter', 'PredictionLog records written to disk.'),
-    LOG_DROPPED: ('counter', 'PredictionLog records dropped (buffer full or write error).'),
-    LOG_FILES: ('counter', 'Request log files finalized (renamed to their final name).'),
-    ROUTED: ('counter', 'Requests routed to a version label by the canary weights.'),
-}
+MULTIPROCESS_DIR_VARIABLE = 'PROMETHEUS_MULTIPROC_DIR'
 
 
-def _escape(value: str) -> str:
-  return str(value).replace('\\', r'\\').replace('\n', r'\n').replace('"', r'\"')
+class _Children:
+  """`metric.labels(*values)` memoized: one dict lookup per use instead of the library's label
+  checks (a few µs on every request); `()` for a metric without labels."""
+
+  def __init__(self, metric):
+    self.metric = metric
+    self._children = {(): metric}
+
+  def __call__(self, *values):
+    child = self._children.get(values)
+    if child is None:
+      child = self._children[values] = self.metric.labels(*values)
+    return child
 
 
-def _labels_text(labels: tuple) -> str:
-  if not labels:
-    return ''
-  return '{' + ','.join(f'{k}="{_escape(v)}"' for k, v in labels) + '}'
+class _CountersByTheirNames:
+  """A collector re-exposing its source's counters under their own names (see the module
+  docstring); other families pass unchanged."""
 
+  def __init__(self, source):
+    self._source = source
 
-def _number(value: float) -> str:
-  return repr(float(value)) if value != int(value) else str(int(value))
-
-
-class _Histogram:
-
-  def __init__(self, buckets):
-    self.buckets = buckets
-    self.counts = [0] * len(buckets)
-    self.total = 0
-    self.sum = 0.0
-
-  def observe(self, value: float):
-    self.total += 1
-    self.sum += value
-    i = bisect.bisect_left(self.buckets, value)   # the first bound >= value
-    if i < len(self.buckets):
-      self.counts[i] += 1
+  def collect(self):
+    from prometheus_client.core import UnknownMetricFamily  # pylint: disable=import-outside-toplevel
+    for family in self._source.collect():
+      if family.type != 'counter':
+        yield family
+        continue
+      totals = [s for s in family.samples if s.name == family.name + '_total']
+      names = sorted({name for s in totals for name in s.labels})
+      renamed = UnknownMetricFamily(family.name, family.documentation, labels=names)
+      for sample in totals:
+        renamed.add_metric([sample.labels[name] for name in names], sample.value)
+      yield renamed
 
 
 class Metrics:
-  """A tiny thread-safe registry: counters, gauges and histograms keyed by (name, labels)."""
+  """Every metric of one server process (see the module docstring). Hot paths use the labelled
+  children: `metrics.request_count(model_name, status).inc()`."""
 
-  def __init__(self):
-    self._lock = threading.Lock()
-    self._values: dict[tuple, float] = {}
-    self._histograms: dict[tuple, _Histogram] = {}
-    self._gauges: dict[str, object] = {}
+  def __init__(self, multiprocess: bool = False):
+    """`multiprocess`: a process of a worker pool; `$PROMETHEUS_MULTIPROC_DIR` must have been set
+    before prometheus_client was first imported in this process."""
+    # pylint: disable=import-outside-toplevel
+    import prometheus_client
+    from prometheus_client import multiprocess as multiprocess_lib
+    from prometheus_client import values
+    if multiprocess and values.ValueClass is values.MutexValue:
+      raise RuntimeError(f'prometheus_client was imported before ${MULTIPROCESS_DIR_VARIABLE} was '
+                         'set: a worker pool cannot share its metrics')
+    prometheus_client.disable_created_metrics()  # TF Serving has no `_created` series.
+    source = None if multiprocess else prometheus_client.CollectorRegistry(auto_describe=False)
 
-  def gauge(self, name: str, read) -> None:
-    """A gauge read (`read()`, no labels) when the metrics are rendered, not on every change."""
-    with self._lock:
-      self._gauges[name] = read
+    def counter(name, text, *labels):
+      return _Children(prometheus_client.Counter(name, text, labels, registry=source))
 
-  def inc(self, name: str, amount: float = 1, **labels):
-    key = (name, tuple(sorted(labels.items())))
-    with self._lock:
-      self._values[key] = self._values.get(key, 0) + amount
+    def histogram(name, text, buckets, *labels):
+      return _Children(prometheus_client.Histogram(name, text, labels, buckets=buckets,
+                                                   registry=source))
 
-  def set(self, name: str, value: float, **labels):
-    with self._lock:
-      self._values[(name, tuple(sorted(labels.items())))] = value
-
-  def observe(self, name: str, value: float, buckets=LATENCY_BUCKETS_MICROS, **labels):
-    key = (name, tuple(sorted(labels.items())))
-    with self._lock:
-      histogram = self._histograms.get(key)
-      if histogram is None:
-        histogram = self._histograms[key] = _Histogram(buckets)
-      histogram.observe(value)
-
-  def value(self, name: str, **labels) -> float:
-    with self._lock:
-      return self._values.get((name, tuple(sorted(labels.items()))), 0)
-
-  def snapshot(self) -> tuple[dict, dict]:
-    """Plain values (gauges read now): ({(name, labels): value}, {(name, labels): (buckets,
-    counts, count, sum)}), what `render` shows; picklable, and summable with `merge`."""
-    with self._lock:
-      gauges = list(self._gauges.items())
-    values = {(name, ()): read() for name, read in gauges}
-    with self._lock:
-      values.update(self._values)
-      histograms = {k: (h.buckets, list(h.counts), h.total, h.sum)
-                    for k, h in self._histograms.items()}
-    return values, histograms
+    self.request_count = counter(REQUEST_COUNT, 'Total number of requests, by model and status.',
+                                 'model_name', 'status')
+    self.request_latency = histogram(REQUEST_LATENCY,
+                                     'Latency of successful requests in microseconds.',
+                                     LATENCY_BUCKETS_MICROS, 'model_name', 'API', 'entrypoint')
+    self.batch_size = histogram(BATCH_SIZE, 'Examples per model call made by the batcher.',
+                                BATCH_SIZE_BUCKETS)
+    self.model_calls = counter(MODEL_CALLS, 'Model calls by the batcher, by path: "inline" (the '
+                               'low-load fast path, on the event-loop thread) or "batched" (a '
+                               'batch thread).', 'path')
+    self.queue_depth = prometheus_client.Gauge(QUEUE_DEPTH, 'Examples waiting in the batch queues.',
+                                               registry=source, multiprocess_mode='livesum')
+    self.log_written = counter(LOG_WRITTEN, 'PredictionLog records written to disk.')
+    self.log_dropped = counter(LOG_DROPPED, 'PredictionLog records dropped (buffer full or write '
+                               'error).', 'reason')
+    self.log_files = counter(LOG_FILES, 'Request log files finalized (renamed to their final '
+                             'name).')
+    self.routed = counter(ROUTED, 'Requests routed to a version label by the canary weights.',
+                          'model_name', 'label')
+    if multiprocess:
+      source = multiprocess_lib.MultiProcessCollector(None)
+    self._exposed = prometheus_client.CollectorRegistry(auto_describe=False)
+    self._exposed.register(_CountersByTheirNames(source))
+    self._generate = prometheus_client.generate_latest
 
   def render(self) -> str:
-    """The Prometheus text format (version 0.0.4)."""
-    return render_snapshot(self.snapshot())
+    """The Prometheus text format (version 0.0.4): in a pool, the sums over every process."""
+    return self._generate(self._exposed).decode('utf-8')
 
-
-def merge(snapshots) -> tuple[dict, dict]:
-  """The sum of several `Metrics.snapshot()`s (the processes of a worker pool)."""
-  values, histograms = {}, {}
-  for snapshot_values, snapshot_histograms in snapshots:
-    for key, value in snapshot_values.items():
-      values[key] = values.get(key, 0) + value
-    for key, (buckets, counts, total, total_sum) in snapshot_histograms.items():
-      if key in histograms:
-        _, summed, summed_total, summed_sum = histograms[key]
-        counts = [a + b for a, b in zip(summed, counts)]
-        total, total_sum = total + summed_total, total_sum + summed_sum
-      histograms[key] = (buckets, counts, total, total_sum)
-  return values, histograms
-
-
-def render_snapshot(snapshot: tuple[dict, dict]) -> str:
-  """A snapshot in the Prometheus text format (version 0.0.4)."""
-  values, histograms = snapshot
-  lines, announced = [], set()
-
-  def announce(name):
-    if name not in announced:
-      announced.add(name)
-      kind, text = _HELP.get(name, ('untyped', name))
-      lines.append(f'# HELP {name} {text}')
-      lines.append(f'# TYPE {name} {kind}')
-
-  for (name, labels), value in sorted(values.items()):
-    announce(name)
-    lines.append(f'{name}{_labels_text(labels)} {_number(value)}')
-  for (name, labels), (buckets, counts, total, total_sum) in sorted(histograms.items(),
-                                                                    key=lambda item: item[0]):
-    announce(name)
-    cumulative = 0
-    for bound, count in zip(buckets, counts):
-      cumulative += count
-      lines.append(f'{name}_bucket{_labels_text(labels + (("le", _number(bound)),))} '
-                   f'{cumulative}')
-    lines.append(f'{name}_bucket{_labels_text(labels + (("le", "+Inf"),))} {total}')
-    lines.append(f'{name}_sum{_labels_text(labels)} {_number(total_sum)}')
-    lines.append(f'{name}_count{_labels_text(labels)} {total}')
-  return '\n'.join(lines) + '\n'
+  def value(self, name: str, **labels) -> float:
+    """One series' value as a scrape shows it (0 when absent); slow: for tests and tools."""
+    return self._exposed.get_sample_value(name, labels) or 0.0

@@ -19,14 +19,19 @@ from serving.errors import invalid_argument
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 
 
+def string_array(values: list[bytes]) -> np.ndarray:
+  """A 1-D object array of bytes (what a DT_STRING input takes)."""
+  array = np.empty(len(values), dtype=object)
+  array[:] = values
+  return array
+
+
 def array_from_tensor(alias: str, tensor) -> np.ndarray:
   """A TensorProto as numpy (strings as an object array of bytes); INVALID_ARGUMENT if malformed."""
   shape = [d.size for d in tensor.tensor_shape.dim]
   try:
     if tensor.dtype == types_pb2.DT_STRING and not tensor.tensor_content:
-      values = np.empty(len(tensor.string_val), dtype=object)
-      values[:] = list(tensor.string_val)
-      return values.reshape(shape)
+      return string_array(list(tensor.string_val)).reshape(shape)
     return tf.make_ndarray(tensor)
   except Exception as e:  # pylint: disable=broad-except  # Any malformed TensorProto.
     raise invalid_argument(f'Input {alias!r} is not a valid TensorProto: {e}') from None

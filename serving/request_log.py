@@ -221,7 +221,7 @@ class RequestLogger:
   def submit(self, record: LogRecord) -> bool:
     """Queue a record (call on the event loop); False, and counted, when the buffer is full."""
     if self._queued >= self.config.buffer_records:
-      self._metrics.inc(metrics_lib.LOG_DROPPED, reason='buffer_full')
+      self._metrics.log_dropped('buffer_full').inc()
       return False
     self._pending.append(record)
     self._queued += 1
@@ -242,7 +242,7 @@ class RequestLogger:
       if not unsent:
         return
       if self._relay_pipes is not None:  # The pool's supervisor is gone; no writer to start.
-        self._metrics.inc(metrics_lib.LOG_DROPPED, unsent, reason='writer_exited')
+        self._metrics.log_dropped('writer_exited').inc(unsent)
         return
       self._start_writer()
     self._flush_pending()
@@ -257,7 +257,7 @@ class RequestLogger:
     unsent = sum(count for _, count in self._outgoing)
     lost = self._unsettled + unsent
     if lost > 0:
-      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+      self._metrics.log_dropped('writer_exited').inc(lost)
     self._queued -= unsent
     self._unsettled = 0
     self._outgoing.clear()
@@ -299,7 +299,7 @@ class RequestLogger:
     """Queue a message of `records` packed records that a worker of the pool sent (the
     supervisor's side of `relay_pipes`); False, and counted, when the buffer is full."""
     if self._queued + records > self.config.buffer_records:
-      self._metrics.inc(metrics_lib.LOG_DROPPED, records, reason='buffer_full')
+      self._metrics.log_dropped('buffer_full').inc(records)
       return False
     self._outgoing.append([memoryview(frame_message(payload, records)), records])
     self._queued += records
@@ -373,13 +373,13 @@ class RequestLogger:
       elif kind == 'relayed':  # The supervisor took them; the pool's writer counts them.
         self._unsettled -= int(amount)
       elif kind == 'written':
-        self._metrics.inc(metrics_lib.LOG_WRITTEN, int(amount))
+        self._metrics.log_written().inc(int(amount))
         self._unsettled -= int(amount)
       elif kind == 'dropped':
-        self._metrics.inc(metrics_lib.LOG_DROPPED, int(amount), reason=labels[0])
+        self._metrics.log_dropped(labels[0]).inc(int(amount))
         self._unsettled -= int(amount)
       elif kind == 'files':
-        self._metrics.inc(metrics_lib.LOG_FILES, int(amount))
+        self._metrics.log_files().inc(int(amount))
 
   def _writer_died(self, process):
     self._stop_watching(process)
@@ -400,13 +400,13 @@ class RequestLogger:
     self._process = None
     if self._relay_pipes is not None:  # The supervisor is gone: nothing to restart from here.
       log.error('The worker pool supervisor is gone; %d records lost', lost)
-      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+      self._metrics.log_dropped('writer_exited').inc(lost)
       return
     if not self._started:  # Died at start-up: start() reports it, no restart.
       self._ready.set()
       return
     if lost:
-      self._metrics.inc(metrics_lib.LOG_DROPPED, lost, reason='writer_exited')
+      self._metrics.log_dropped('writer_exited').inc(lost)
     log.error('The request log writer exited (code %s); %d records lost; restarting it in %g s',
               code, lost, RESTART_DELAY_SECONDS)
     self._restart = self._loop.call_later(RESTART_DELAY_SECONDS, self._start_writer)

@@ -4,6 +4,7 @@ Inputs are validated against the signature before anything runs (names, dtypes, 
 request fails alone with INVALID_ARGUMENT and never poisons a batch.
 """
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -14,10 +15,13 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.distribute import distribute_utils
 from tensorflow.python.eager.polymorphic_function import concrete_function
 
+from serving import warmup
+from serving.batching import CallTimer
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.json_codec import TensorSpec, numpy_dtype
 
 SERVE_TAG = 'serve'
+_FUNCTION_NODE = re.compile(r'^(\{\{function_node [^}]*\}\}\s*)+')
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 PREDICT_METHOD = 'tensorflow/serving/predict'
@@ -48,8 +52,9 @@ def tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 
 def _op_error_message(message: str) -> str:
   """The informative line of a TF runtime error ("Could not parse example input, ..."), without
-  the "Graph execution error" / "Detected at node" / stack-trace framing."""
-  lines = [line.strip() for line in message.split('\n')]
+  the "Graph execution error" / "Detected at node" / "{{function_node ...}}" / stack-trace
+  framing."""
+  lines = [_FUNCTION_NODE.sub('', line.strip()) for line in message.split('\n')]
   useful = [line for line in lines if line and not line.startswith(('Graph execution error',
                                                                     'Detected at node', '[[',
                                                                     'File "', 'Stack trace',
@@ -66,6 +71,7 @@ class Signature:
     self.inputs = {alias: tensor_spec(info) for alias, info in signature_def.inputs.items()}
     self.outputs = {alias: tensor_spec(info) for alias, info in signature_def.outputs.items()}
     self.method_name = signature_def.method_name
+    self.timer = CallTimer()  # Its calls' durations: the batcher's fast path reads them.
     self._function = function
     # The call skips two per-call costs of the public `function(**inputs)` (timeit of the bundled
     # model's signature, one example: 619 -> ~410 µs a call):
@@ -125,6 +131,13 @@ class Signature:
     except tf.errors.OpError as e:
       code = Code(e.error_code) if e.error_code in Code._value2member_map_ else Code.UNKNOWN
       raise ServingError(code, _op_error_message(e.message)) from None
+    except UnicodeDecodeError as e:
+      # TensorFlow quotes the caller's bytes in some errors ("Could not parse example input,
+      # value: '<the bytes>'"); when they are not UTF-8, its status never becomes an OpError and
+      # its code is lost: the message bytes are this exception's `object`. The errors that quote
+      # request data reject it: INVALID_ARGUMENT, as the op said, with the bytes escaped.
+      raise invalid_argument(_op_error_message(e.object.decode('ascii', 'backslashreplace'))
+                             ) from None
     except (TypeError, ValueError) as e:
       raise invalid_argument(str(e).split('\n')[0]) from None
     return {alias: tensor.numpy() for alias, tensor in outputs.items()}
@@ -145,6 +158,9 @@ class Servable:
                        for name, function in loaded.signatures.items() if name in signature_defs}
     if not self.signatures:
       raise ValueError(f'SavedModel at {path} has no signatures')
+    # TF Serving replays the version's warm-up requests before it is AVAILABLE; a failing warm-up
+    # fails the load (serving/warmup.py).
+    self.warmup_requests = warmup.replay(self)
 
   def signature(self, name: str) -> Signature:
     if name not in self.signatures:

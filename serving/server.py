@@ -26,10 +26,12 @@ class ModelServer:
   """One configured server; start() binds both ports, stop() drains and flushes."""
 
   def __init__(self, config: ServerConfig, metrics: metrics_lib.Metrics | None = None,
-               log_relay_pipes: tuple[int, int] | None = None):
-    """`metrics` and `log_relay_pipes`: given to a worker of a pool by `serving.workers`."""
+               log_relay_pipes: tuple[int, int] | None = None, reload_config=None):
+    """`metrics`, `log_relay_pipes` and `reload_config` (HandleReloadConfigRequest's work): given
+    to a worker of a pool by `serving.workers`."""
     config.validate()
     self.config = config
+    self._reload_config = reload_config
     self.metrics = metrics or metrics_lib.Metrics()
     backend_class = EmbeddedBackend if config.mode == 'embedded' else UpstreamBackend
     self.backend = backend_class(config, self.metrics)
@@ -46,13 +48,15 @@ class ModelServer:
     self.rest_port = self.grpc_port = None
     self._stopped = False
 
-  async def start(self):
-    await self.backend.start()
+  async def start(self, model_config=None):
+    """Load the models (`model_config`, a ModelServerConfig, instead of the configured ones: a
+    worker replacing one after a config reload), then listen."""
+    await self.backend.start(model_config)
     if self.request_logger is not None:
       await self.request_logger.start()
     self.rest = RestServer(self.service, self.metrics, self.config)
     self.rest_port = await self.rest.start(self.config.rest_host, self.config.rest_port)
-    self.grpc = GrpcServer(self.service, self.config)
+    self.grpc = GrpcServer(self.service, self.config, self._reload_config)
     self.grpc_port = await self.grpc.start(self.config.grpc_host, self.config.grpc_port)
 
   async def stop(self):

@@ -73,15 +73,15 @@ class InferenceService:
                                       ctx.routing_key)
     if label is None:
       return target
-    self._metrics.inc(metrics_lib.ROUTED, model_name=target.name, label=label)
+    self._metrics.routed(target.name, label).inc()
     return dataclasses.replace(target, label=label)
 
   def _count(self, ctx: CallContext, kind: str, model_name: str, code: Code):
-    self._metrics.inc(metrics_lib.REQUEST_COUNT, model_name=model_name, status=code.name)
+    self._metrics.request_count(model_name, code.name).inc()
     if code == Code.OK:
-      self._metrics.observe(metrics_lib.REQUEST_LATENCY,
-                            (time.perf_counter() - ctx.started) * 1e6, model_name=model_name,
-                            API=_API_NAMES[ctx.entrypoint][kind], entrypoint=ctx.entrypoint)
+      self._metrics.request_latency(model_name, _API_NAMES[ctx.entrypoint][kind],
+                                    ctx.entrypoint).observe(
+                                        (time.perf_counter() - ctx.started) * 1e6)
 
   async def _serve(self, ctx: CallContext, kind: str, target: Target, work):
     try:

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from serving import warmup
 from serving.config import ServerConfig, single_model_proto
 import serving_test_models as model_factory
 
@@ -19,14 +20,31 @@ def built_models(tmp_path_factory):
   return paths
 
 
-def push(built_models, key: str, base_path: str, version: int) -> str:
-  """Publish a built model as `<base_path>/<version>` the way the Pusher does (temp + rename)."""
+def push(built_models, key: str, base_path: str, version: int, warmup_requests: int = 0) -> str:
+  """Publish a built model as `<base_path>/<version>` the way the Pusher does (temp + rename),
+  with a warm-up file of `warmup_requests` requests (none: no file)."""
   os.makedirs(base_path, exist_ok=True)
   temp = os.path.join(base_path, f'.tmp-{version}')
   shutil.copytree(built_models[key], temp)
+  if warmup_requests:
+    add_warmup_file(temp, warmup_requests)
   final = os.path.join(base_path, str(version))
   os.rename(temp, final)
   return final
+
+
+def add_warmup_file(version_dir: str, count: int = 10, name: str = 'm') -> str:
+  """Write `count` warm-up Predict requests (one example each, as TFX's InfraValidator builds
+  them) into a pushed version; the file's path."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+  requests = []
+  for i in range(count):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = name, 'serving_default'
+    request.inputs['examples'].CopyFrom(tf.make_tensor_proto([model_factory.example(float(i))]))
+    requests.append(request)
+  return warmup.write_warmup_file(version_dir, [warmup.prediction_log(r) for r in requests])
 
 
 def make_config(base_path: str, name: str = 'm', **overrides) -> ServerConfig:

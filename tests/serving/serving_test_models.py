@@ -6,6 +6,9 @@
   that tells versions apart.
 - `save_classify_regress_model`: TF1 SavedModelBuilder with predict, classification and regression
   signatures.
+- `save_gated_model`: a deliberately slow `serving_default` (as `save_predict_model`, weight 1):
+  every call takes at least `min_seconds`, and lasts until the file `gate` exists, so a test
+  decides when a call ends.
 """
 import os
 
@@ -46,6 +49,33 @@ def save_predict_model(path: str, weight: float = 1.0) -> str:
   module = _PredictModule(weight)
   tf.saved_model.save(module, path, signatures={'serving_default': module.serve,
                                                 'two_inputs': module.two_inputs})
+  return path
+
+
+class _GatedModule(tf.Module):
+
+  def __init__(self, gate: str, min_seconds: float):
+    super().__init__()
+    self.gate, self.min_seconds = gate, min_seconds
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve(self, examples):
+    started = tf.timestamp()
+
+    def waiting(i):
+      # The pattern depends on the loop variable: the file is looked for on every iteration.
+      pattern = self.gate + tf.strings.substr(tf.strings.as_string(i), 0, 0)
+      return tf.logical_or(tf.timestamp() - started < self.min_seconds,
+                           tf.equal(tf.size(tf.io.matching_files(pattern)), 0))
+
+    iterations = tf.while_loop(waiting, lambda i: i + 1, [tf.constant(0, tf.int64)])
+    parsed = tf.io.parse_example(examples, FEATURES)
+    return {'probabilities': parsed['x'] + parsed['y'] + 0.0 * tf.cast(iterations, tf.float32)}
+
+
+def save_gated_model(path: str, gate: str, min_seconds: float) -> str:
+  module = _GatedModule(gate, min_seconds)
+  tf.saved_model.save(module, path, signatures={'serving_default': module.serve})
   return path
 
 

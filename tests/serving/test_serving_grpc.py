@@ -104,6 +104,35 @@ def test_predict_status_codes(predictions):
                'output tensor alias not found in signature: nope')
 
 
+def test_unparsable_request_bytes_get_internal_naming_the_message_type(channel, predictions):
+  """As TF Serving's C++ gRPC server (grpc's GenericDeserialize answers INTERNAL), never UNKNOWN."""
+  for method, message in (('/tensorflow.serving.PredictionService/Predict', 'PredictRequest'),
+                          ('/tensorflow.serving.PredictionService/Classify',
+                           'ClassificationRequest'),
+                          ('/tensorflow.serving.ModelService/HandleReloadConfigRequest',
+                           'ReloadConfigRequest')):
+    raw = channel.unary_unary(method, request_serializer=lambda b: b,
+                              response_deserializer=lambda b: b)
+    # Truncated wire data, and a string field (ModelSpec.name) that is not UTF-8.
+    for data in (b'\xff\xff\xff', b'\x0a\x03\x0a\x01\xff'):
+      with pytest.raises(grpc.RpcError) as info:
+        raw(data, timeout=30)
+      assert info.value.code() == grpc.StatusCode.INTERNAL, info.value.details()
+      assert info.value.details() == (f'Failed to parse the request as a tensorflow.serving.'
+                                      f'{message} message')
+  assert predictions.Predict(predict_request(version=1), timeout=30).model_spec.version.value == 1
+
+
+def test_a_string_tensor_that_is_not_utf8_gets_tensorflows_parse_error(predictions):
+  """TensorFlow's own message, the caller's bytes escaped (never a Python UTF-8 codec error)."""
+  request = predict_request(version=1)
+  request.inputs['examples'].CopyFrom(tf.make_tensor_proto([b'\xff\xfe']))
+  with pytest.raises(grpc.RpcError) as info:
+    predictions.Predict(request, timeout=30)
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert info.value.details() == "Could not parse example input, value: '\\xff\\xfe'"
+
+
 def test_classify_and_regress(predictions):
   request = classification_pb2.ClassificationRequest()
   request.model_spec.name, request.model_spec.signature_name = 'cr', 'classify_it'

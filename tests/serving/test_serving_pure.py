@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import predict_pb2
 
 from serving import config as config_lib
 from serving import json_codec
@@ -14,6 +15,7 @@ from serving import log_files
 from serving import metrics as metrics_lib
 from serving import routing
 from serving import versions
+from serving import warmup
 from serving.errors import Code, HTTP_STATUS, ServingError
 from serving.json_codec import TensorSpec
 from serving.privacy import PrivacyFilter
@@ -406,18 +408,56 @@ def test_framing_matches_tensorflow_tfrecord_reader(tmp_path):
 
 def test_prometheus_text_format():
   metrics = metrics_lib.Metrics()
-  metrics.inc(metrics_lib.REQUEST_COUNT, model_name='m', status='OK')
-  metrics.inc(metrics_lib.REQUEST_COUNT, model_name='m', status='OK')
-  metrics.observe(metrics_lib.REQUEST_LATENCY, 15, model_name='m', API='predict',
-                  entrypoint='REST')
+  metrics.request_count('m', 'OK').inc()
+  metrics.request_count('m', 'OK').inc()
+  metrics.request_latency('m', 'predict', 'REST').observe(15)
+  metrics.log_written().inc(3)
   text = metrics.render()
-  assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 2' in text
+  # TF Serving's names, without the `_total` prometheus_client gives counters.
+  assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 2.0\n' in text
+  assert '# TYPE :tensorflow:serving:request_count untyped' in text
+  assert 'loopline_serving_request_log_records_written 3.0\n' in text
+  assert '_total' not in text and '_created' not in text
   assert '# TYPE :tensorflow:serving:request_latency histogram' in text
   assert (':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST",'
-          'model_name="m",le="10"} 0') in text
+          'le="10.0",model_name="m"} 0.0') in text
   assert (':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST",'
-          'model_name="m",le="18"} 1') in text
-  assert ':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",model_name="m"} 1' in text
+          'le="18.0",model_name="m"} 1.0') in text
+  assert (':tensorflow:serving:request_latency_count{API="predict",entrypoint="REST",'
+          'model_name="m"} 1.0') in text
+  assert metrics.value(metrics_lib.REQUEST_COUNT, model_name='m', status='OK') == 2
+  assert metrics.value(metrics_lib.REQUEST_COUNT, model_name='m', status='NOT_FOUND') == 0
+
+
+# ---- warm-up files ---------------------------------------------------------------------------
+
+def test_warmup_files_are_read_as_tf_serving_reads_them(tmp_path):
+  import tensorflow as tf
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = 'm'
+  logs = [warmup.prediction_log(request)] * 3
+  path = warmup.write_warmup_file(str(tmp_path), logs)
+  assert path == str(tmp_path / 'assets.extra' / 'tf_serving_warmup_requests')
+  assert warmup.read_warmup_file(path) == logs
+  assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == [
+      log.SerializeToString() for log in logs]  # TensorFlow's own reader reads it.
+  warmup.write_warmup_file(str(tmp_path), [warmup.prediction_log(request)] *
+                           (warmup.MAX_RECORDS + 1))
+  with pytest.raises(ServingError) as error:
+    warmup.read_warmup_file(path)
+  assert error.value.code == Code.INVALID_ARGUMENT
+  assert 'exceeds the maximum (1000)' in error.value.message
+  with open(path, 'wb') as f:
+    f.write(log_files.frame_record(b'\x0a\x05'))  # A record that is no PredictionLog.
+  with pytest.raises(ServingError) as error:
+    warmup.read_warmup_file(path)
+  assert error.value.code == Code.INVALID_ARGUMENT
+  assert error.value.message == f'Failed to parse warmup record 0 from {path}'
+  with open(path, 'wb') as f:
+    f.write(b'not a TFRecord file at all')
+  with pytest.raises(ServingError) as error:
+    warmup.read_warmup_file(path)
+  assert error.value.code == Code.DATA_LOSS
 
 
 # ---- fast PredictionLog encoding ------------------------------------------------------------

@@ -191,6 +191,6 @@ def test_prometheus_metrics_with_tf_serving_names(shared_server):
   text = response.text
   assert ':tensorflow:serving:request_count{model_name="m",status="OK"}' in text
   assert ':tensorflow:serving:request_count{model_name="m",status="NOT_FOUND"}' in text
-  assert ('_bucket{API="predict",entrypoint="REST",model_name="m",le="+Inf"}') in text
+  assert ('_bucket{API="predict",entrypoint="REST",le="+Inf",model_name="m"}') in text
   assert 'loopline_serving_batch_size_bucket' in text
   assert 'loopline_serving_batch_queue_depth' in text

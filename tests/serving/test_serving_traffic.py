@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import make_config, push
+from conftest import add_warmup_file, make_config, push
 from serving import metrics as metrics_lib
-from serving.batching import FAST_PATH_AFTER_SINGLE_CALLS, DynamicBatcher
+from serving.batching import FAST_PATH_AFTER_SINGLE_CALLS, CallTimer, DynamicBatcher
 from serving.config import BatchingConfig, RequestLogConfig, parse_model_config_text
 from serving.errors import Code, ServingError
 from serving.server import ServerThread
@@ -199,7 +199,7 @@ def test_full_batch_queue_answers_unavailable():
     options = BatchingConfig(max_batch_size=1, batch_timeout_micros=1, num_batch_threads=1,
                              max_enqueued_batches=1)
     executor = concurrent.futures.ThreadPoolExecutor(1)
-    batcher = DynamicBatcher(blocking_run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    batcher = DynamicBatcher(blocking_run, options, executor, metrics_lib.Metrics())
     first = asyncio.ensure_future(batcher.submit({'x': np.array([1.0])}))
     await asyncio.sleep(0.2)  # The first request is now running (blocked) in the model thread.
     second = asyncio.ensure_future(batcher.submit({'x': np.array([2.0])}))  # Fills the queue.
@@ -235,7 +235,7 @@ def test_requests_already_arriving_join_the_batch_without_a_timeout():
   async def scenario(delays):
     options = BatchingConfig(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1)
     executor = concurrent.futures.ThreadPoolExecutor(1)
-    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None)
+    batcher = DynamicBatcher(run, options, executor, metrics_lib.Metrics())
     answers = await asyncio.gather(*(arriving(batcher, float(i), delay)
                                      for i, delay in enumerate(delays)))
     await batcher.close()
@@ -284,6 +284,8 @@ def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
   """At low load a request runs on the event-loop thread (no batch forming); under load it is
   batched. Same outputs, headers and log records either way."""
   calls = [(f'r{i}', b64(float(i), 0.5)) for i in range(6)]  # Same bytes for both servers.
+  for version in (1, 2):  # Warmed up: the fast path knows the model's call time from the start.
+    add_warmup_file(os.path.join(two_versions, str(version)))
   fast = make_config(two_versions, request_log=RequestLogConfig(directory=str(tmp_path / 'a')))
   one_by_one = _answers_and_logs(fast, tmp_path / 'a', calls, concurrently=False)
   # A batch timeout turns the fast path off: the six concurrent requests wait for each other.
@@ -299,20 +301,25 @@ def test_fast_path_and_batches_answer_identically(two_versions, tmp_path):
   assert one_by_one[1] == together[1] and sorted(one_by_one[1]) == [c[0] for c in calls]
 
 
-def _recording_batcher(max_batch_size: int):
-  """(batcher, its executor, calls), made inside a running event loop: the model doubles `x`, and
-  each call records (ran on the event loop's thread, rows)."""
+def _recording_batcher(max_batch_size: int, timer: CallTimer | None = None, seconds: float = 0):
+  """(batcher, its executor, calls), made inside a running event loop: the model doubles `x`
+  (taking `seconds`), and each call records (ran on the event loop's thread, rows). Its calls are
+  timed by `timer`, by default one that has timed one call and lets any call under 1 s run inline
+  (the fast path's mechanics, whatever the machine's load)."""
   calls = []
 
   def run(inputs):
     calls.append((threading.current_thread() is threading.main_thread(), len(inputs['x'])))
+    time.sleep(seconds)  # The model's own duration.
     return {'y': inputs['x'] * 2}
 
+  if timer is None:
+    timer = CallTimer(inline_max_seconds=1.0)
+    timer.timed(lambda inputs: inputs, {}, 1)
   options = BatchingConfig(max_batch_size=max_batch_size, batch_timeout_micros=0,
                            num_batch_threads=1)
   executor = concurrent.futures.ThreadPoolExecutor(1)
-  return (DynamicBatcher(run, options, executor, metrics_lib.Metrics(), lambda d: None), executor,
-          calls)
+  return DynamicBatcher(run, options, executor, metrics_lib.Metrics(), timer), executor, calls
 
 
 def test_fast_path_only_when_alone_and_batching_resumes_under_load():
@@ -336,6 +343,29 @@ def test_fast_path_only_when_alone_and_batching_resumes_under_load():
   # (on the loop's thread, rows): three inline, one batch of five, batches of one, inline again.
   assert calls == ([(True, 1)] * 3 + [(False, 5)] + [(False, 1)] * FAST_PATH_AFTER_SINGLE_CALLS +
                    [(True, 1)])
+
+
+def test_only_calls_timed_under_the_bound_run_on_the_event_loop():
+
+  async def scenario(timer, seconds, requests):
+    batcher, executor, calls = _recording_batcher(32, timer, seconds)
+    for i in range(requests):
+      assert (await batcher.submit({'x': np.array([float(i)])}))['y'].tolist() == [2.0 * i]
+    await batcher.close()
+    executor.shutdown()
+    return calls
+
+  # Never timed (no warm-up): the first call runs in the batch thread, which times it.
+  timer = CallTimer(inline_max_seconds=1.0)
+  assert asyncio.run(scenario(timer, 0, 3)) == [(False, 1), (True, 1), (True, 1)]
+  # A model slower than the bound never blocks the loop, however long it has been served.
+  slow = CallTimer(inline_max_seconds=0.005)
+  assert asyncio.run(scenario(slow, 0.01, 4)) == [(False, 1)] * 4
+  assert slow.calls == 4 and not slow.fast_enough(1)
+  # The typical call time is scaled to the request's rows.
+  timer = CallTimer(inline_max_seconds=1.0)
+  timer.timed(lambda inputs: time.sleep(0.02), {}, 1)
+  assert timer.fast_enough(1) and not timer.fast_enough(100)
 
 
 def test_a_request_larger_than_a_batch_never_runs_on_the_event_loop():
@@ -477,3 +507,42 @@ def test_stopping_answers_requests_already_in_flight(two_versions):
     server.stop()  # The request is waiting in the batch queue (1.5 s timeout) right now.
     response = pending.result(timeout=30)
   assert response.status_code == 200 and response.json() == {'predictions': [[10.0]]}
+
+
+def test_a_slow_model_never_blocks_health_checks_or_metrics(tmp_path):
+  """A model whose calls are slow (timed at every call) runs in the batch thread, never on the
+  event loop: while one of its calls runs, the loop answers metrics, status and health checks."""
+  import grpc  # pylint: disable=import-outside-toplevel
+  from grpc_health.v1 import health_pb2, health_pb2_grpc  # pylint: disable=import-outside-toplevel
+  gate = tmp_path / 'gate'
+  gate.touch()  # Open: a call takes its minimum, 50 ms.
+  base = tmp_path / 'm'
+  tm.save_gated_model(str(base / '1'), str(gate), min_seconds=0.05)
+  with ServerThread(make_config(str(base))) as server, requests.Session() as session:
+    predict = server.rest_url + '/v1/models/m:predict'
+    for x in (1.0, 2.0, 3.0):  # Timed: the first in the batch thread, the others since too slow.
+      assert session.post(predict, json={'instances': [b64(x)]}, timeout=30).json() == {
+          'predictions': [[x]]}
+    gate.unlink()  # The next call lasts until the gate is back.
+
+    def batched_calls():
+      text = session.get(server.rest_url + '/monitoring/prometheus/metrics', timeout=10).text
+      return [line for line in text.splitlines()
+              if line.startswith('loopline_serving_model_calls{path="batched"}')]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      pending = pool.submit(requests.post, predict, json={'instances': [b64(4.0)]}, timeout=60)
+      deadline = time.monotonic() + 30
+      # Each scrape is answered (10 s timeout) while the call runs; the 4th call has begun.
+      while batched_calls() != ['loopline_serving_model_calls{path="batched"} 4.0']:
+        assert time.monotonic() < deadline and not pending.done()
+      status = session.get(server.rest_url + '/v1/models/m', timeout=10)
+      assert status.json()['model_version_status'][0]['state'] == 'AVAILABLE'
+      with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                           timeout=10)
+      assert health.status == health_pb2.HealthCheckResponse.SERVING
+      assert not pending.done()  # All of that was answered while the model call still ran.
+      gate.touch()
+      assert pending.result(timeout=60).json() == {'predictions': [[4.0]]}
+    assert server.server.metrics.value(metrics_lib.MODEL_CALLS, path='inline') == 0

@@ -1,9 +1,10 @@
 """`serve --workers N`: worker processes sharing the ports (SO_REUSEPORT), one request-log writer
-for all of them, metrics summed across workers, model changes reaching every worker, SIGTERM
-draining every worker, and a worker killed with kill -9 replaced without hanging its clients."""
+for all of them, metrics summed across workers (exact at the first scrape), model changes and
+config reloads reaching every worker, SIGTERM draining every worker, and a worker killed with
+kill -9 replaced (warmed up, with the pool's config) without hanging its clients."""
 import base64
+import glob
 import os
-import pickle
 import signal
 import socket
 import time
@@ -18,10 +19,10 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 import tensorflow as tf
 
-from conftest import push
+from conftest import add_warmup_file, push
 from serving import log_files
 from serving import metrics as metrics_lib
-from serving import workers as workers_lib
+from serving.config import parse_model_config_text
 from serving.request_log import request_id_of
 from test_serving_cli import ServeProcess
 from test_serving_request_log import read_logs
@@ -95,15 +96,30 @@ def _exited(process: psutil.Process) -> bool:
 
 
 def worker_request_counts(workers: list[psutil.Process]) -> dict[int, float]:
-  """Each worker's own request count, from the snapshot it writes for the pool's metrics."""
-  runtime_dir = workers[0].cmdline()[workers[0].cmdline().index('--runtime-dir') + 1]
+  """Each worker's own OK request count, from the file prometheus_client writes for it."""
+  from prometheus_client.multiprocess import MultiProcessCollector
+  metrics_dir = workers[0].environ()[metrics_lib.MULTIPROCESS_DIR_VARIABLE]
   counts = {}
   for worker in workers:
-    path = os.path.join(runtime_dir, f'metrics-{worker.pid}.pickle')
-    values, _ = pickle.load(open(path, 'rb'))  # pylint: disable=consider-using-with
-    counts[worker.pid] = sum(v for (name, labels), v in values.items()
-                             if name == metrics_lib.REQUEST_COUNT and ('status', 'OK') in labels)
+    files = glob.glob(os.path.join(metrics_dir, f'counter_{worker.pid}.db'))
+    counts[worker.pid] = sum(
+        sample.value for family in MultiProcessCollector.merge(files)
+        if family.name == metrics_lib.REQUEST_COUNT for sample in family.samples
+        if sample.name.endswith('_total') and sample.labels.get('status') == 'OK')
   return counts
+
+
+def reload(pool: ServeProcess, text: str):
+  """HandleReloadConfigRequest with a text-format ModelServerConfig (the official stub)."""
+  request = model_management_pb2.ReloadConfigRequest(config=parse_model_config_text(text))
+  with grpc.insecure_channel(f'127.0.0.1:{pool.grpc_port}') as channel:
+    return model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+        request, timeout=120)
+
+
+def pool_config(home, policy: str, labels: str = '') -> str:
+  return (f'model_config_list {{ config {{ name: "{MODEL}" base_path: '
+          f'"{home / "serving" / MODEL}" model_version_policy {{ {policy} }} {labels} }} }}')
 
 
 def grpc_predict(pool: ServeProcess, x: float):
@@ -131,28 +147,30 @@ def test_workers_share_ports_one_writer_sum_metrics_and_drain(home, built_models
       response = grpc_predict(pool, float(i))
       assert tf.make_ndarray(response.outputs['probabilities']).tolist() == [[2.0 * i]]
     sent += 5
-    # Any worker answers the scrape with the pool's sums (the others' counts are <= 0.5 s old).
-    wait_for(lambda: counter(scrape(pool), REQUEST_COUNT_OK) == sent, 30, 'summed counts')
-    # One scrape right does not make every worker's view right: each reads the others' snapshots,
-    # which lag by up to SNAPSHOT_SECONDS. Past that bound, every scrape must show the exact sum.
-    time.sleep(2 * workers_lib.SNAPSHOT_SECONDS)
-    assert all(counter(scrape(pool), REQUEST_COUNT_OK) == sent for _ in range(6))
+    # Any worker answers the first scrape with the pool's exact sums: no waiting.
+    assert [counter(scrape(pool), REQUEST_COUNT_OK) for _ in range(6)] == [sent] * 6
     per_worker = worker_request_counts(workers)
     assert sum(per_worker.values()) == sent and all(per_worker.values()), per_worker
     wait_for(lambda: counter(scrape(pool), metrics_lib.LOG_WRITTEN) == sent, 30, 'log counts')
-    # A reload through gRPC would reach one worker: refused, naming the way that reaches all.
-    with grpc.insecure_channel(f'127.0.0.1:{pool.grpc_port}') as channel:
-      request = model_management_pb2.ReloadConfigRequest()
-      request.config.model_config_list.config.add(name=MODEL, base_path=str(home / 'serving' /
-                                                                            MODEL))
-      with pytest.raises(grpc.RpcError) as error:
-        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request)
-    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert 'model-config-file' in error.value.details()
     # A new version reaches every worker (each polls the model directory).
     push(built_models, 'w3', str(home / 'serving' / MODEL), 2)
     wait_for(lambda: all(post(pool, 1.0).json() == {'predictions': [[3.0]]} for _ in range(20)),
              120, 'version 2 (weight 3) on every worker')
+    # A reload through gRPC reaches every worker: once it is answered, none serves version 2.
+    assert reload(pool, pool_config(home, 'specific { versions: 1 }')).status.error_code == 0
+    assert all(post(pool, 1.0).json() == {'predictions': [[2.0]]} for _ in range(20))
+    assert 'Model config reloaded on 2 workers: OK' in pool.output
+    # A bad config is refused before any worker changes; a label on a version no worker serves
+    # is every worker's error (the rest of the config applied), answered once.
+    with pytest.raises(grpc.RpcError) as error:
+      reload(pool, pool_config(home, 'specific { versions: 1 }').replace(MODEL, 'bad/name', 1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+      reload(pool, pool_config(home, 'specific { versions: 1 }',
+                               'version_labels { key: "canary" value: 2 }'))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
+    assert 'version 2 of model big_tipper' in error.value.details()
+    assert all(post(pool, 1.0).json() == {'predictions': [[2.0]]} for _ in range(20))
     pool.signal_group(signal.SIGTERM)  # As systemd or a terminal would: every process.
     assert pool.process.wait(timeout=120) == 0, pool.output
   finally:
@@ -166,11 +184,15 @@ def test_workers_share_ports_one_writer_sum_metrics_and_drain(home, built_models
                                                                       for i in range(60))
 
 
-def test_a_killed_worker_is_replaced_and_its_clients_do_not_hang(home):
+def test_a_killed_worker_is_replaced_and_its_clients_do_not_hang(home, built_models):
+  add_warmup_file(str(home / 'serving' / MODEL / '1'), name=MODEL)
+  push(built_models, 'w3', str(home / 'serving' / MODEL), 2)  # The newest: what `serve` loads.
   pool = start_pool(home)
   try:
     workers, _ = children(pool)
-    assert post(pool, 1.0).status_code == 200
+    # From now on the pool serves version 1 only: a replacement must load that, not version 2.
+    assert reload(pool, pool_config(home, 'specific { versions: 1 }')).status.error_code == 0
+    assert post(pool, 1.0).json() == {'predictions': [[2.0]]}
     # A keep-alive connection with one answered request: find the worker holding it.
     client = socket.create_connection(('127.0.0.1', pool.rest_port), timeout=30)
     body = b'{"instances": [{"b64": "%s"}]}' % base64.b64encode(tm.example(3.0))
@@ -214,8 +236,13 @@ def test_a_killed_worker_is_replaced_and_its_clients_do_not_hang(home):
     assert 'exited with code -9; starting a replacement' in pool.output
     assert len(writers) == 1
     wait_for(lambda: 'replaced' in pool.output, 120, 'the replacement to be ready')
-    for i in range(20):
+    replacement = next(w for w in current if w.pid != holder.pid and w not in workers)
+    # It warmed version 1 up before it listened (its log line comes before its `ready`).
+    assert (f'worker {replacement.pid} INFO serving.warmup: Finished reading warmup data for '
+            f'model at {home / "serving" / MODEL / "1"}') in pool.output
+    for i in range(20):  # Every worker, the replacement included, serves version 1 (weight 2).
       assert post(pool, float(i)).json() == {'predictions': [[2.0 * i]]}
+    assert worker_request_counts([replacement])[replacement.pid] > 0
     assert tf.make_ndarray(grpc_predict(pool, 5.0).outputs['probabilities']).tolist() == [[10.0]]
     pool.signal_group(signal.SIGTERM)
     assert pool.process.wait(timeout=120) == 0, pool.output

@@ -155,6 +155,7 @@ def create_pipeline(config: PipelineConfig,
   pusher = AtomicPusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
+      examples=example_gen.outputs['examples'],  # Its eval split: the version's warm-up requests.
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=config.serving_model_dir)))

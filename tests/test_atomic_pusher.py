@@ -54,3 +54,59 @@ def test_non_integer_directories_are_not_versions(tmp_path):
   for name in ('7', '.tmp-8-abc', 'v9', '010'):
     (base / name).mkdir(parents=True)
   assert executor.list_versions(str(base)) == [7, 10]
+
+
+def _examples_artifact(root, splits: dict):
+  """An ExampleGen-style Examples artifact: gzipped TFRecords of the given serialized examples
+  under Split-<name>/."""
+  import tensorflow as tf
+  from tfx.types import artifact_utils
+  from tfx.types import standard_artifacts
+  examples = standard_artifacts.Examples()
+  examples.uri = str(root)
+  examples.split_names = artifact_utils.encode_split_names(list(splits))
+  for name, records in splits.items():
+    os.makedirs(os.path.join(examples.uri, f'Split-{name}'))
+    path = os.path.join(examples.uri, f'Split-{name}', 'data_tfrecord-00000-of-00001.gz')
+    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+      for record in records:
+        writer.write(record)
+  return examples
+
+
+def test_warmup_requests_come_from_the_eval_split_and_land_with_the_version(tmp_path):
+  """TF Serving's warm-up file, as TFX's InfraValidator builds it, written into the temporary
+  directory before the rename: a server never sees the version without it. Loopline's server
+  replays it when it loads the version; the model's digest ignores it."""
+  import tensorflow as tf
+  from tfx.types import standard_artifacts
+  from serving import warmup
+  from serving.servable import Servable
+  from tests.serving import serving_test_models as models
+  model = standard_artifacts.Model()
+  model.uri = str(tmp_path / 'model')
+  model_dir = models.save_predict_model(os.path.join(model.uri, 'Format-Serving'), 2.0)
+  eval_examples = [models.example(float(i)) for i in range(5)]
+  examples = _examples_artifact(tmp_path / 'examples', {
+      'train': [models.example(100.0 + i) for i in range(5)], 'eval': eval_examples})
+  base = str(tmp_path / 'serving' / 'm')
+  seen = []
+
+  def prepare(directory):
+    seen.append((executor.write_warmup_requests(model, examples, directory, 'm', 3, 'eval'),
+                 os.listdir(base)))
+
+  final = executor.push_atomically(model_dir, base, 100, prepare)
+  (written, listed), = seen
+  assert written == 3 and len(listed) == 1 and listed[0].startswith(executor.TEMPORARY_PREFIX)
+  logs = warmup.read_warmup_file(warmup.warmup_file(final))
+  requests = [entry.predict_log.request for entry in logs]
+  assert [(r.model_spec.name, r.model_spec.signature_name, list(r.inputs)) for r in requests] == [
+      ('m', 'serving_default', ['examples'])] * 3
+  sent = [tf.make_ndarray(r.inputs['examples']).tolist() for r in requests]
+  assert all(len(e) == 1 and e[0] in eval_examples for e in sent)  # (a shuffled batch of them)
+  assert len({e[0] for e in sent}) == 3
+  servable = Servable('m', 100, final)
+  assert servable.warmup_requests == 3
+  assert servable.signatures['serving_default'].timer.calls == 3
+  assert executor.find_identical_version(model_dir, base) == 100

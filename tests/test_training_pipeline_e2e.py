@@ -105,6 +105,27 @@ def test_pushed_model_answers_serialized_examples(first_run):
   assert 'fare_log_z_score_xf' in transform(**{features.SERVING_INPUT_KEY: tf.constant(batch)})
 
 
+def test_pushed_version_carries_warmup_requests_that_the_server_replays(first_run):
+  """TF Serving's warm-up file, written by the pusher from ExampleGen's eval split, replayed by
+  Loopline's server when it loads the version (before AVAILABLE)."""
+  from serving import warmup
+  from serving.servable import Servable
+  config, summary = first_run
+  logs = warmup.read_warmup_file(warmup.warmup_file(summary['pushed_path']))
+  assert len(logs) == 200
+  requests = [entry.predict_log.request for entry in logs]
+  assert {(r.model_spec.name, r.model_spec.signature_name, tuple(r.inputs)) for r in requests} == {
+      (config.model_name, features.SERVING_SIGNATURE, (features.SERVING_INPUT_KEY,))}
+  eval_split = _records(config)['SpanRangeCsvExampleGen'].outputs['examples'][0].uri
+  files = tf.io.gfile.glob(os.path.join(eval_split, 'Split-eval', '*'))
+  eval_examples = {r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')}
+  sent = [tf.make_ndarray(r.inputs[features.SERVING_INPUT_KEY]).tolist() for r in requests]
+  assert all(len(e) == 1 and e[0] in eval_examples for e in sent)
+  servable = Servable(config.model_name, int(summary['pushed_version']), summary['pushed_path'])
+  assert servable.warmup_requests == 200
+  assert servable.signatures[features.SERVING_SIGNATURE].timer.calls == 200
+
+
 def test_rerun_with_nothing_changed_comes_from_cache(first_run):
   config, first_summary = first_run
   versions_before = _versions(config)

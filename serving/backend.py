@@ -8,6 +8,7 @@ Both backends offer the same async interface to `serving.service`:
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import os
 import time
 
@@ -30,6 +31,8 @@ from serving.errors import Code, ServingError, failed_precondition, invalid_argu
 from serving.manager import ModelManager, VersionStatus
 from serving.servable import Servable, Signature
 
+log = logging.getLogger('serving.backend')
+RELEASE_WAIT_SECONDS = 0.1  # How often a release waiting on the event loop checks for a stop.
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -59,17 +62,20 @@ class EmbeddedBackend:
   def __init__(self, config: ServerConfig, metrics: metrics_lib.Metrics):
     self._config = config
     self._metrics = metrics
-    self.manager = ModelManager(Servable, config.file_system_poll_wait_seconds)
+    self.manager = ModelManager(Servable, config.file_system_poll_wait_seconds, self._release)
     threads = config.batching.num_batch_threads if config.batching.enabled else 4
     self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix='model')
     self._batchers: dict[tuple, tuple[object, DynamicBatcher]] = {}
+    self._loop = None
+    self._stopping = False
 
   async def start(self, model_config=None):
     """Load the configured models, or those of `model_config` (a ModelServerConfig), waiting for
     them; then keep polling in the background."""
     models = (self._config.initial_models() if model_config is None else
               self.models_of(model_config))
-    await asyncio.get_running_loop().run_in_executor(None, self.manager.apply_config, models)
+    self._loop = asyncio.get_running_loop()
+    await self._loop.run_in_executor(None, self.manager.apply_config, models)
     if self._config.model_config_file and self._config.model_config_file_poll_wait_seconds > 0:
       self.manager.watch_config_file(self._config.model_config_file,
                                      self._config.model_config_file_poll_wait_seconds,
@@ -77,12 +83,28 @@ class EmbeddedBackend:
     self.manager.start()
 
   async def stop(self):
+    self._stopping = True  # A release waiting for the loop gives up: the loop waits for it here.
     self.manager.stop()
     await asyncio.gather(*(b.close() for _, b in self._batchers.values()))
     self._executor.shutdown(wait=True)
 
   async def resolve(self, target: Target):
     return self.manager.resolve(target.name, target.version, target.label)
+
+  def _release(self, servable):
+    """The manager unloads `servable` (in its thread): close and forget its batchers on the event
+    loop, and wait for that, so the manager's reference is the last one."""
+    done = asyncio.run_coroutine_threadsafe(self._close_batchers(servable), self._loop)
+    while not self._stopping:
+      try:
+        done.result(timeout=RELEASE_WAIT_SECONDS)
+        return
+      except concurrent.futures.TimeoutError:
+        continue
+
+  async def _close_batchers(self, servable):
+    stale = [key for key, (owner, _) in self._batchers.items() if owner is servable]
+    await asyncio.gather(*(self._batchers.pop(key)[1].close() for key in stale))
 
   def _batcher(self, servable, signature: Signature) -> DynamicBatcher:
     key = (servable.name, servable.version, signature.name)

@@ -66,7 +66,8 @@ class CallTimer:
     with self._lock:
       self._recent.append((seconds, max(rows, 1)))
       ordered = sorted(self._recent)
-      self._typical = ordered[(len(ordered) - 1) // 2]  # The lower middle: 1 slow call of 2 is noise.
+      # The lower middle: of two calls, one slow is noise.
+      self._typical = ordered[(len(ordered) - 1) // 2]
       self.calls += 1
     return outputs
 

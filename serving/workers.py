@@ -52,6 +52,8 @@ import subprocess
 import sys
 import tempfile
 
+from tensorflow_serving.config import model_server_config_pb2
+
 from serving import metrics as metrics_lib
 from serving.config import ServerConfig
 from serving.errors import Code, ServingError
@@ -143,7 +145,6 @@ class _SupervisorLink:
         future.set_result(tuple(rest))
 
   async def _apply(self, reload_id: int, config_bytes: bytes):
-    from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=import-outside-toplevel
     await self.loaded.wait()  # After the worker's first load, never overwritten by it.
     try:
       await self.backend.reload_config(
@@ -328,7 +329,6 @@ class WorkerPool:
   async def _reload(self, origin: _Worker, request_id: int, config_bytes: bytes):
     """Apply a config a worker received on every worker; answer that worker with the first error
     (in worker order) or OK once all have applied it."""
-    from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=import-outside-toplevel
     async with self._reload_lock:
       self._model_config = model_server_config_pb2.ModelServerConfig.FromString(config_bytes)
       reload_id = next(self._reload_ids)
@@ -396,7 +396,7 @@ class WorkerPool:
       worker.records_fd = worker.reports_fd = None
     worker.relay_done.set()
 
-  # ---- exits ---------------------------------------------------------------------------------------
+  # ---- exits -------------------------------------------------------------------------------------
 
   @staticmethod
   def _mark_dead(pid: int):

@@ -1,9 +1,11 @@
 """Warm-up (TF Serving's `assets.extra/tf_serving_warmup_requests`): replayed when a version loads,
 before it is AVAILABLE; a version without the file loads as before; a bad file fails the load, as
 in TF Serving, while the version already serving goes on."""
+import gc
 import os
 import statistics
 import time
+import weakref
 
 import pytest
 import requests
@@ -59,8 +61,16 @@ def test_a_version_is_warmed_up_before_it_is_available(built_models, tmp_path):
     assert cold.warmup_requests == 0 and cold.signatures['serving_default'].timer.calls == 0
     cold_first, cold_steady = first_and_steady(session, server.rest_url +
                                                '/v1/models/m/versions/1:predict')
+    released = weakref.ref(cold)
+    del cold
     push(built_models, 'w2', base, 2, warmup_requests=25)
     wait_for_version(session, server, 2, 'AVAILABLE')
+    # Once version 1 is END, the server holds nothing of it (its batcher was closed at the unload,
+    # not left for the next request to close): the first request to version 2 does not pay for
+    # destroying version 1.
+    wait_for_version(session, server, 1, 'END')
+    gc.collect()
+    assert released() is None
     warm = manager.resolve('m', 2)
     # No request has reached version 2: its 25 calls are the warm-up's, made before AVAILABLE.
     assert warm.warmup_requests == 25 and warm.signatures['serving_default'].timer.calls == 25

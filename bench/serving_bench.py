@@ -16,7 +16,14 @@ $LOOPLINE_HOME/serving/big_tipper):
     concurrency 32, beside the stack's ceiling;
   - worker processes: `serve --workers 1` and `--workers 2` over REST at concurrency 32, the server
     pinned to one core and this load generator to another (`taskset`; needs 2 cores);
+  - with `--baseline REV`: the embedded server (batching on, logging off) of another commit (its
+    `git archive`, run from a temporary directory with this venv) beside this one, in the same
+    rounds: before/after figures from one run;
 at concurrency 1, 8 and 32 (one example per request, keep-alive connections / one gRPC channel).
+
+`--sections first-request` (alone or with `throughput`, the default) measures instead the first
+request after a version loads and after a worker is replaced (see `first_request_figures`), with
+and without the version's warm-up file, and for the `--baseline` commit.
 Servers run in their own processes, all at once, and the cells alternate between them so that
 comparisons are not skewed by the machine's load drifting; the load generator (asyncio HTTP and
 grpc.aio clients) runs here, on the same cores. Every cell is measured `--rounds` times, the
@@ -25,7 +32,8 @@ logging cost is the median over rounds of the cost measured within each round. P
 every target of the issue (target, value, met), and saves JSON (bench/results/serving.json).
 
   .venv/bin/python bench/serving_bench.py [--model-dir DIR] [--duration 5] [--rounds 3]
-                                          [--concurrency 1,8,32]
+                                          [--concurrency 1,8,32] [--baseline REV]
+                                          [--sections throughput,first-request]
 
 Default run: 32 cells x 3 rounds x (1 s warm-up + 5 s), plus server start-ups and a 1 s warm-up
 of every server, about 12 minutes.
@@ -41,12 +49,15 @@ import base64
 import csv
 import functools
 import glob
+import io
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -345,12 +356,17 @@ def free_port() -> int:
 
 
 class Server:
-  """A server process (embedded Loopline server or naive baseline), started and stopped."""
+  """A server process (embedded Loopline server or naive baseline), started and stopped; `tree`:
+  the source tree it runs from (this repository, or a --baseline commit's)."""
 
-  def __init__(self, name: str, argv: list[str], rest_port: int | None, grpc_port: int | None):
+  def __init__(self, name: str, argv: list[str], rest_port: int | None, grpc_port: int | None,
+               tree: str = REPO):
     self.name, self.rest_port, self.grpc_port = name, rest_port, grpc_port
-    self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, PYTHONPATH=tree)
+    # Its output goes to a file: a pipe nobody reads would fill up and stall the server.
+    self.output = tempfile.TemporaryFile(mode='w+')  # pylint: disable=consider-using-with
+    self.process = subprocess.Popen(argv, cwd=tree, stdout=self.output,
+                                    stderr=subprocess.STDOUT, text=True, env=env)
 
   def wait_ready(self, path: str | None, timeout: float = 180):
     """Until `path` answers over REST (or, without one, the gRPC port accepts a channel)."""
@@ -362,7 +378,7 @@ class Server:
       return
     while time.monotonic() < deadline:
       if self.process.poll() is not None:
-        raise SystemExit(f'{self.name} exited:\n{self.process.stdout.read()}')
+        raise SystemExit(f'{self.name} exited:\n{self.log()}')
       try:
         with urllib.request.urlopen(f'http://127.0.0.1:{self.rest_port}{path}', timeout=2) as r:
           if b'AVAILABLE' in r.read() or path == '/':
@@ -371,6 +387,11 @@ class Server:
         pass
       time.sleep(0.2)
     raise SystemExit(f'{self.name} did not become ready in {timeout} s')
+
+  def log(self) -> str:
+    """What the server printed so far."""
+    self.output.seek(0)
+    return self.output.read()
 
   def stop(self):
     self.process.terminate()
@@ -381,22 +402,35 @@ class Server:
 
 
 def embedded_server(base_dir: str, home: str, batching: bool, logging: bool, workers: int = 1,
-                    cpu: int | None = None) -> Server:
-  """`serve` in its own process; `workers` processes, all pinned to core `cpu` if given."""
+                    cpu: int | None = None, tree: str = REPO, name: str | None = None,
+                    extra: tuple = ()) -> Server:
+  """`serve` (from `tree`) in its own process; `workers` processes, all pinned to core `cpu` if
+  given."""
   rest, grpc_ = free_port(), free_port()
   argv = ['taskset', '-c', str(cpu)] if cpu is not None else []
   argv += [sys.executable, '-m', 'serving', '--home', home, 'serve', '--model-base-path',
            os.path.join(base_dir, MODEL_NAME), '--allow-any-base-path', '--rest-port', str(rest),
-           '--grpc-port', str(grpc_), '--workers', str(workers)]
+           '--grpc-port', str(grpc_), '--workers', str(workers), *extra]
   argv += [] if batching else ['--no-batching']
   argv += ['--request-log-dir', os.path.join(home, 'request_logs'), '--log-sampling-rate',
            '1.0'] if logging else ['--no-request-log']
-  name = f'embedded batching={"on" if batching else "off"} logging={"on" if logging else "off"}'
+  if name is None:
+    name = f'embedded batching={"on" if batching else "off"} logging={"on" if logging else "off"}'
   if cpu is not None:
     name = f'{workers} worker(s) on core {cpu}'
-  server = Server(name, argv, rest, grpc_)
+  server = Server(name, argv, rest, grpc_, tree)
   server.wait_ready(f'/v1/models/{MODEL_NAME}')
   return server
+
+
+def baseline_tree(revision: str, work: str) -> str:
+  """The source tree of `revision` (`git archive`), under `work`."""
+  tree = os.path.join(work, f'baseline-{revision}')
+  archive = subprocess.run(['git', '-C', REPO, 'archive', revision], check=True,
+                           capture_output=True).stdout
+  with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    tar.extractall(tree)
+  return tree
 
 
 def grpc_ceiling_server(model_dir: str | None = None, batched: bool = False) -> Server:
@@ -419,6 +453,210 @@ def naive_server(version_dir: str) -> Server:
   return server
 
 
+# ---- the first request after a load, and after a worker replacement -----------------------------
+
+STEADY_REQUESTS = 50  # Requests whose median is the steady state a first request is compared to.
+WARMUP_REQUESTS = 200  # In a version's warm-up file here: as many as the pusher writes.
+
+
+def publish_version(version_dir: str, base: str, version: int, examples: list[bytes],
+                    warm: bool) -> str:
+  """The model as `<base>/<version>`, staged and renamed as the pusher does: with a warm-up file of
+  WARMUP_REQUESTS Predict requests of `examples`, or without one (whatever the source had)."""
+  from serving import warmup
+  staged = os.path.join(base, f'.staging-{version}')
+  shutil.copytree(version_dir, staged, ignore=lambda directory, names: (
+      [warmup.WARMUP_FILE] if os.path.basename(directory) == warmup.ASSETS_EXTRA else []))
+  if warm:
+    warmup.write_warmup_file(staged, [warmup.prediction_log(r)
+                                      for r in grpc_requests(examples[:WARMUP_REQUESTS])])
+  final = os.path.join(base, str(version))
+  os.rename(staged, final)
+  return final
+
+
+def _connect(port: int) -> socket.socket:
+  sock = socket.create_connection(('127.0.0.1', port), timeout=120)
+  sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+  return sock
+
+
+def _exchange(sock: socket.socket, request: bytes) -> float:
+  """Seconds from sending one REST request on an open connection to its whole answer (200)."""
+  started = time.perf_counter()
+  sock.sendall(request)
+  data = b''
+  while b'\r\n\r\n' not in data:
+    chunk = sock.recv(65536)
+    if not chunk:
+      raise ConnectionError('connection closed before the answer')
+    data += chunk
+  head, body = data.split(b'\r\n\r\n', 1)
+  length = next(int(line.split(b':')[1]) for line in head.split(b'\r\n')
+                if line.lower().startswith(b'content-length:'))
+  while len(body) < length:
+    body += sock.recv(65536)
+  elapsed = time.perf_counter() - started
+  status_line = head.split(b'\r\n')[0]
+  if not status_line.startswith(b'HTTP/1.1 200'):
+    raise RuntimeError(f'answered {status_line!r}: {body[:200]!r}')
+  return elapsed
+
+
+def _steady_p50_ms(port: int, requests_: list[bytes]) -> float:
+  """Median of STEADY_REQUESTS requests, each on a new connection (as the first ones are)."""
+  times = []
+  for i in range(STEADY_REQUESTS):
+    with _connect(port) as sock:
+      times.append(_exchange(sock, requests_[i % len(requests_)]))
+  return statistics.median(times) * 1e3
+
+
+def _wait_state(port: int, version: int, state: str, timeout: float = 300):
+  """Until the server reports `version` in `state` (its status, which does not touch the model)."""
+  deadline = time.monotonic() + timeout
+  url = f'http://127.0.0.1:{port}/v1/models/{MODEL_NAME}/versions/{version}'
+  while time.monotonic() < deadline:
+    try:
+      with urllib.request.urlopen(url, timeout=10) as answer:
+        if f'"{state}"'.encode() in answer.read():
+          return
+    except OSError:
+      pass
+    time.sleep(0.02)
+  raise SystemExit(f'version {version} did not become {state} in {timeout} s')
+
+
+def _first_after_loads(server: Server, version_dir, base, examples, warm, rounds) -> list[float]:
+  """Push a new version `rounds` times; each time, the first request once the swap is done: the
+  new version AVAILABLE, the previous one END (ms)."""
+  requests_ = http_requests(examples, f'/v1/models/{MODEL_NAME}:predict')
+  firsts = []
+  for round_ in range(rounds):
+    publish_version(version_dir, base, 2 + round_, examples, warm)
+    _wait_state(server.rest_port, 2 + round_, 'AVAILABLE')
+    _wait_state(server.rest_port, 1 + round_, 'END')
+    with _connect(server.rest_port) as sock:
+      firsts.append(_exchange(sock, requests_[round_]) * 1e3)
+  return firsts
+
+
+def _gone(process) -> bool:
+  """Whether every thread of a killed process has exited (its listening sockets with them)."""
+  import psutil
+  try:
+    return process.status() == psutil.STATUS_ZOMBIE and len(
+        os.listdir(f'/proc/{process.pid}/task')) <= 1
+  except (psutil.NoSuchProcess, FileNotFoundError):
+    return True
+
+
+def _first_after_replacements(server: Server, examples, rounds) -> list[float]:
+  """Kill -9 a worker of the pool `rounds` times; each time, once its replacement listens, the
+  first request a connection accepted by the replacement gets (ms). Connections the other worker
+  accepts are closed unused."""
+  import psutil
+  requests_ = http_requests(examples, f'/v1/models/{MODEL_NAME}:predict')
+  supervisor = psutil.Process(server.process.pid)
+
+  def workers():  # The live ones (a killed one is a zombie until the supervisor reaps it).
+    live = []
+    for child in supervisor.children():
+      try:
+        if 'serving.workers' in child.cmdline():
+          live.append(child)
+      except psutil.Error:
+        pass
+    return live
+
+  def connections(process):
+    try:
+      return process.net_connections('tcp')
+    except psutil.Error:
+      return []
+
+  listens = lambda p: any(c.status == psutil.CONN_LISTEN and c.laddr.port == server.rest_port
+                          for c in connections(p))
+  firsts = []
+  for round_ in range(rounds):
+    before = workers()
+    before[0].kill()
+    deadline = time.monotonic() + 300
+    while True:
+      new = [p for p in workers() if p.pid not in {b.pid for b in before}]
+      if new and _gone(before[0]) and listens(new[0]):
+        break
+      if time.monotonic() > deadline:
+        raise SystemExit(f'no replacement worker listened within 300 s:\n{server.log()}')
+      time.sleep(0.05)
+    for _ in range(500):
+      sock = _connect(server.rest_port)
+      port = sock.getsockname()[1]
+      holder = None
+      for _ in range(200):  # Until a worker has accepted it.
+        holder = next((p for p in workers() if any(c.raddr and c.raddr.port == port
+                                                    for c in connections(p))), None)
+        if holder is not None:
+          break
+        time.sleep(0.005)
+      if holder is not None and holder.pid == new[0].pid:
+        with sock:
+          firsts.append(_exchange(sock, requests_[round_]) * 1e3)
+        break
+      sock.close()
+    else:
+      raise SystemExit(f'no connection reached the replacement worker:\n{server.log()}')
+  return firsts
+
+
+def first_request_figures(version_dir: str, examples: list[bytes], work: str, rounds: int,
+                          baseline: tuple[str, str] | None) -> list[dict]:
+  """The first request after a version loads and after a worker is replaced, against the steady
+  state, for this tree with and without the version's warm-up file (and for the --baseline
+  commit, without). Requests go one by one, each on a new connection, timed from sending to the
+  whole answer; `rounds` loads (a new version pushed into a running single-process server) and
+  `rounds` replacements (a worker of a `--workers 2` pool killed with kill -9)."""
+  cases = [('this tree', REPO, False), ('this tree', REPO, True)]
+  if baseline:
+    cases.insert(0, (f'baseline {baseline[0]}', baseline[1], False))
+  figures = []
+  for index, (tree_name, tree, warm) in enumerate(cases):
+    for event, workers in (('load', 1), ('worker replacement', 2)):
+      root = os.path.join(work, f'first-{index}-{workers}')
+      base = os.path.join(root, 'models', MODEL_NAME)
+      os.makedirs(base)
+      publish_version(version_dir, base, 1, examples, warm)
+      label = f'{tree_name}, {"with" if warm else "without"} warm-up file, {event}'
+      print(f'First request: {label}...', flush=True)
+      server = embedded_server(os.path.dirname(base), os.path.join(root, 'home'), True, False,
+                               workers=workers, tree=tree, name=label,
+                               extra=('--file-system-poll-wait-seconds', '0.2'))
+      try:
+        steady = _steady_p50_ms(server.rest_port, http_requests(
+            examples, f'/v1/models/{MODEL_NAME}:predict'))
+        firsts = (_first_after_loads(server, version_dir, base, examples, warm, rounds)
+                  if workers == 1 else _first_after_replacements(server, examples, rounds))
+      finally:
+        server.stop()
+      first = statistics.median(firsts)
+      figures.append({'tree': tree_name, 'warmup_file': warm, 'event': event,
+                      'first_ms': [round(f, 2) for f in firsts], 'first_ms_median': round(first, 2),
+                      'steady_p50_ms': round(steady, 2),
+                      'first_over_steady': round(first / steady, 1)})
+      print(f'  first request {first:.2f} ms (rounds: '
+            f'{", ".join(f"{f:.1f}" for f in firsts)}), steady p50 {steady:.2f} ms: '
+            f'{first / steady:.1f}x', flush=True)
+  return figures
+
+
+def print_first_requests(figures: list[dict]):
+  print('\nFirst request (median of the rounds) against the steady p50, each on a new connection:')
+  for f in figures:
+    print(f'  {f["tree"]:18s} {"with" if f["warmup_file"] else "without":7s} warm-up file  '
+          f'after a {f["event"]:18s} {f["first_ms_median"]:9.2f} ms  steady '
+          f'{f["steady_p50_ms"]:6.2f} ms  {f["first_over_steady"]:6.1f}x')
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -433,6 +671,12 @@ def main():
   parser.add_argument('--rounds', type=int, default=3,
                       help='Times every cell is measured (the servers take turns each round).')
   parser.add_argument('--output', default=os.path.join(REPO, 'bench', 'results', 'serving.json'))
+  parser.add_argument('--baseline', metavar='REV',
+                      help='Also run the server of this commit (git archive) beside this one.')
+  parser.add_argument('--sections', default='throughput',
+                      help='throughput and/or first-request, comma-separated.')
+  parser.add_argument('--first-request-rounds', type=int, default=3,
+                      help='Loads and worker replacements measured per case.')
   parser.add_argument('--naive-server', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--grpc-ceiling-server', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--batched-floor', action='store_true', help=argparse.SUPPRESS)
@@ -452,20 +696,50 @@ def main():
     return
   if args.rounds < 1:
     raise SystemExit('--rounds must be at least 1')
-  levels = [int(c) for c in args.concurrency.split(',')]
+  sections = set(args.sections.split(','))
+  if not sections or sections - {'throughput', 'first-request'}:
+    raise SystemExit('--sections: throughput and/or first-request')
   examples = load_examples(args.examples_csv)
   work = tempfile.mkdtemp(prefix='serving-bench-')
+  baseline = (args.baseline, baseline_tree(args.baseline, work)) if args.baseline else None
+  print(f'Model: {version_dir}\nExamples: {len(examples)} distinct, one per request\n'
+        f'Load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} '
+        f'(1, 5, 15 min averages) on {os.cpu_count()} cores\n', flush=True)
+  output = {'model_dir': version_dir, 'cpu_count': os.cpu_count(), 'baseline': args.baseline,
+            'load_average_at_start': os.getloadavg()}
+  try:
+    if 'first-request' in sections:
+      output['first_request'] = first_request_figures(version_dir, examples, work,
+                                                      args.first_request_rounds, baseline)
+    if 'throughput' in sections:
+      output.update(throughput(args, version_dir, examples, work, baseline))
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  if 'first_request' in output:
+    print_first_requests(output['first_request'])
+  output['load_average_at_end'] = os.getloadavg()
+  os.makedirs(os.path.dirname(args.output), exist_ok=True)
+  with open(args.output, 'w', encoding='utf-8') as f:
+    json.dump(output, f, indent=2)
+  print(f'\nSaved {args.output}')
+
+
+def throughput(args, version_dir: str, examples: list[bytes], work: str, baseline) -> dict:
+  """Every server, every cell, `args.rounds` rounds (see the module docstring); printed, and
+  returned for the JSON."""
+  levels = [int(c) for c in args.concurrency.split(',')]
   shutil.copytree(version_dir, os.path.join(work, 'models', MODEL_NAME,
                                             os.path.basename(version_dir.rstrip('/'))
                                             if os.path.basename(version_dir).isdigit() else '1'))
-  print(f'Model: {version_dir}\nExamples: {len(examples)} distinct, one per request\n'
-        f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up, {args.rounds} '
+  print(f'Cells: {args.duration:g} s each after {args.warmup:g} s warm-up, {args.rounds} '
         'round(s)\n', flush=True)
   cores = sorted(os.sched_getaffinity(0))
   setups = [('naive', None, None, None), ('embedded', True, False, None),
             ('embedded', False, False, None), ('embedded', True, True, None),
             ('grpc_ceiling', None, None, None), ('grpc_model_floor', None, None, None),
             ('grpc_batched_floor', None, None, None)]
+  if baseline:
+    setups.insert(2, ('baseline', True, False, None))
   if len(cores) >= 2:  # Workers: the server on one core, this load generator on another.
     setups += [('workers', True, False, 1), ('workers', True, False, 2)]
   else:
@@ -482,6 +756,10 @@ def main():
         server = grpc_ceiling_server(version_dir)
       elif kind == 'grpc_batched_floor':
         server = grpc_ceiling_server(version_dir, batched=True)
+      elif kind == 'baseline':
+        server = embedded_server(os.path.join(work, 'models'), os.path.join(work, f'home-{index}'),
+                                 True, False, tree=baseline[1],
+                                 name=f'baseline {baseline[0]} batching=on logging=off')
       else:
         server = embedded_server(os.path.join(work, 'models'),
                                  os.path.join(work, f'home-{index}'), batching, logging,
@@ -521,16 +799,11 @@ def main():
   finally:
     for *_, server in servers:
       server.stop()
-    shutil.rmtree(work, ignore_errors=True)
   results = medians(samples)
   summary = summarize(results, samples)
   print_table(results, summary)
-  os.makedirs(os.path.dirname(args.output), exist_ok=True)
-  with open(args.output, 'w', encoding='utf-8') as f:
-    json.dump({'model_dir': version_dir, 'duration_seconds': args.duration,
-               'rounds': args.rounds, 'cpu_count': os.cpu_count(), 'results': results,
-               'summary': summary, 'samples': samples}, f, indent=2)
-  print(f'\nSaved {args.output}')
+  return {'duration_seconds': args.duration, 'rounds': args.rounds, 'results': results,
+          'summary': summary, 'samples': samples}
 
 
 _CELL_KEYS = ('server', 'batching', 'logging', 'protocol', 'concurrency', 'workers')
@@ -560,16 +833,25 @@ def _cell(results, **match):
   return None
 
 
+_BATCHED = {'server': 'embedded', 'batching': True, 'logging': False}
+
+
+def _round_ratios(samples, protocol: str, level: int, reference: dict, other: dict) -> list:
+  """Per round, `other`'s throughput / `reference`'s, the two measured within the round."""
+  ratios = []
+  for round_ in sorted({s['round'] for s in samples}):
+    pick = lambda match: _cell(samples, protocol=protocol, concurrency=level, round=round_,
+                               **match)
+    first, second = pick(reference), pick(other)
+    if first and second and first['throughput_rps']:
+      ratios.append(second['throughput_rps'] / first['throughput_rps'])
+  return ratios
+
+
 def _logging_cost(samples, protocol: str, level: int) -> float | None:
   """Median over rounds of 1 - logged / unlogged throughput, each pair measured in one round."""
-  costs = []
-  for round_ in sorted({s['round'] for s in samples}):
-    pick = lambda logging: _cell(samples, server='embedded', batching=True, logging=logging,
-                                 protocol=protocol, concurrency=level, round=round_)
-    batched, logged = pick(False), pick(True)
-    if batched and logged and batched['throughput_rps']:
-      costs.append(1 - logged['throughput_rps'] / batched['throughput_rps'])
-  return statistics.median(costs) if costs else None
+  ratios = _round_ratios(samples, protocol, level, _BATCHED, dict(_BATCHED, logging=True))
+  return 1 - statistics.median(ratios) if ratios else None
 
 
 def _target(targets: list, name: str, value, unit: str, met: bool | None):
@@ -620,6 +902,12 @@ def summarize(results, samples) -> dict:
       _target(targets, f'c={level}: gRPC stack + batched model alone (floor)',
               round(floor['throughput_rps'] / ceiling['throughput_rps'], 3),
               f'of the stack alone ({floor["throughput_rps"]:.0f} req/s)', None)
+  for protocol in ('rest', 'grpc'):  # --baseline: this tree against the other commit's.
+    ratios = _round_ratios(samples, protocol, level, {'server': 'baseline'}, _BATCHED)
+    if ratios:
+      _target(targets, f'c={level}: {protocol} throughput, this tree / baseline',
+              round(statistics.median(ratios), 3),
+              'rounds ' + ' '.join(f'{r:.3f}' for r in ratios), None)
   summary = {'concurrency': level, 'targets': targets}
   pinned = {c['workers']: c for c in results if c['server'] == 'workers'}
   if pinned:

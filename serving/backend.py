@@ -8,7 +8,6 @@ Both backends offer the same async interface to `serving.service`:
 import asyncio
 import concurrent.futures
 import dataclasses
-import logging
 import os
 import time
 
@@ -31,8 +30,8 @@ from serving.errors import Code, ServingError, failed_precondition, invalid_argu
 from serving.manager import ModelManager, VersionStatus
 from serving.servable import Servable, Signature
 
-log = logging.getLogger('serving.backend')
 RELEASE_WAIT_SECONDS = 0.1  # How often a release waiting on the event loop checks for a stop.
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:

@@ -24,6 +24,8 @@ at concurrency 1, 8 and 32 (one example per request, keep-alive connections / on
 `--sections first-request` (alone or with `throughput`, the default) measures instead the first
 request after a version loads and after a worker is replaced (see `first_request_figures`), with
 and without the version's warm-up file, and for the `--baseline` commit.
+Every cell also records the server's CPU time per request (user + system of its processes, from
+psutil), which the machine's other load hardly moves, unlike throughput.
 Servers run in their own processes, all at once, and the cells alternate between them so that
 comparisons are not skewed by the machine's load drifting; the load generator (asyncio HTTP and
 grpc.aio clients) runs here, on the same cores. Every cell is measured `--rounds` times, the
@@ -252,8 +254,9 @@ def run_grpc_ceiling_server(port: int, model_dir: str | None = None, batched: bo
 # ---- load generators ----------------------------------------------------------------------------
 
 async def http_worker(port: int, requests_: list[bytes], measure_from: float, stop_at: float,
-                      latencies: list, errors: list):
-  """One keep-alive connection sending requests back to back; records those after measure_from."""
+                      latencies: list, errors: list, answered: list):
+  """One keep-alive connection sending requests back to back; records those after measure_from
+  (and counts every answer in `answered[0]`)."""
   reader, writer = await asyncio.open_connection('127.0.0.1', port)
   i = 0
   try:
@@ -268,6 +271,7 @@ async def http_worker(port: int, requests_: list[bytes], measure_from: float, st
         if line.lower().startswith(b'content-length:'):
           length = int(line.split(b':')[1])
       await reader.readexactly(length)
+      answered[0] += 1
       if started < measure_from:
         continue
       if not head.startswith(b'HTTP/1.1 200') and not head.startswith(b'HTTP/1.0 200'):
@@ -288,8 +292,9 @@ def http_requests(examples: list[bytes], path: str) -> list[bytes]:
 
 
 async def grpc_worker(stub, requests_, measure_from: float, stop_at: float, latencies: list,
-                      errors: list):
-  """Predict calls back to back on a shared channel; records those after measure_from."""
+                      errors: list, answered: list):
+  """Predict calls back to back on a shared channel; records those after measure_from (and counts
+  every answer in `answered[0]`)."""
   import grpc
   i = 0
   while time.perf_counter() < stop_at:
@@ -298,6 +303,7 @@ async def grpc_worker(stub, requests_, measure_from: float, stop_at: float, late
     started = time.perf_counter()
     try:
       await stub.Predict(request, timeout=30)
+      answered[0] += 1
       if started >= measure_from:
         latencies.append(time.perf_counter() - started)
     except grpc.RpcError as e:
@@ -320,7 +326,7 @@ def grpc_requests(examples: list[bytes]):
 async def measure(protocol: str, port: int, examples: list[bytes], concurrency: int,
                   duration: float, warmup: float) -> dict:
   """Run `concurrency` closed-loop clients for warmup + duration; statistics of the measured part."""
-  latencies, errors = [], []
+  latencies, errors, answered = [], [], [0]
   if protocol == 'grpc':
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -333,14 +339,14 @@ async def measure(protocol: str, port: int, examples: list[bytes], concurrency: 
     worker = functools.partial(http_worker, port, requests_)
   measure_from = time.perf_counter() + warmup
   stop_at = measure_from + duration
-  await asyncio.gather(*(worker(measure_from, stop_at, latencies, errors)
+  await asyncio.gather(*(worker(measure_from, stop_at, latencies, errors, answered)
                          for _ in range(concurrency)))
   elapsed = max(time.perf_counter(), stop_at) - measure_from
   if protocol == 'grpc':
     await channel.close()
   latencies.sort()
   pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3
-  return {'requests': len(latencies), 'errors': len(errors),
+  return {'requests': len(latencies), 'answered_with_warmup': answered[0], 'errors': len(errors),
           'throughput_rps': round(len(latencies) / elapsed, 1),
           'p50_ms': round(pick(0.50), 2) if latencies else None,
           'p99_ms': round(pick(0.99), 2) if latencies else None,
@@ -388,6 +394,19 @@ class Server:
       time.sleep(0.2)
     raise SystemExit(f'{self.name} did not become ready in {timeout} s')
 
+  def cpu_seconds(self) -> float:
+    """User + system CPU time of the server and its child processes (workers, log writer)."""
+    import psutil
+    total = 0.0
+    root = psutil.Process(self.process.pid)
+    for process in [root] + root.children(recursive=True):
+      try:
+        times = process.cpu_times()
+        total += times.user + times.system
+      except psutil.Error:
+        pass
+    return total
+
   def log(self) -> str:
     """What the server printed so far."""
     self.output.seek(0)
@@ -420,6 +439,12 @@ def embedded_server(base_dir: str, home: str, batching: bool, logging: bool, wor
     name = f'{workers} worker(s) on core {cpu}'
   server = Server(name, argv, rest, grpc_, tree)
   server.wait_ready(f'/v1/models/{MODEL_NAME}')
+  # A pool answers once one worker listens; it has started once it says so (every worker ready).
+  deadline = time.monotonic() + 300
+  while workers > 1 and 'worker processes' not in server.log():
+    if time.monotonic() > deadline or server.process.poll() is not None:
+      raise SystemExit(f'{name} did not start:\n{server.log()}')
+    time.sleep(0.2)
   return server
 
 
@@ -784,11 +809,17 @@ def throughput(args, version_dir: str, examples: list[bytes], work: str, baselin
       for protocol, concurrency, kind, batching, logging, workers, server in cells:
         port = server.rest_port if protocol == 'rest' else server.grpc_port
         os.sched_setaffinity(0, {cores[0]} if kind == 'workers' else all_cores)
+        cpu_before = server.cpu_seconds()
         try:
           sample = asyncio.run(measure(protocol, port, examples, concurrency, args.duration,
                                        args.warmup))
         finally:
           os.sched_setaffinity(0, all_cores)
+        # The server's CPU time per request (its processes', warm-up included): unlike throughput,
+        # hardly moved by the machine's other load.
+        answered = sample['answered_with_warmup']
+        sample['cpu_us_per_request'] = (round((server.cpu_seconds() - cpu_before) / answered *
+                                              1e6) if answered else None)
         sample.update(server=kind, batching=batching, logging=logging, protocol=protocol,
                       concurrency=concurrency, workers=workers, round=round_)
         samples.append(sample)
@@ -822,6 +853,7 @@ def medians(samples) -> list[dict]:
     results.append(dict(zip(_CELL_KEYS, key), throughput_rps=median('throughput_rps'),
                         throughput_range=[min(throughputs), max(throughputs)],
                         p50_ms=median('p50_ms'), p99_ms=median('p99_ms'),
+                        cpu_us_per_request=median('cpu_us_per_request'),
                         errors=sum(r['errors'] for r in rounds), rounds=len(rounds)))
   return results
 
@@ -836,15 +868,16 @@ def _cell(results, **match):
 _BATCHED = {'server': 'embedded', 'batching': True, 'logging': False}
 
 
-def _round_ratios(samples, protocol: str, level: int, reference: dict, other: dict) -> list:
-  """Per round, `other`'s throughput / `reference`'s, the two measured within the round."""
+def _round_ratios(samples, protocol: str, level: int, reference: dict, other: dict,
+                  field: str = 'throughput_rps') -> list:
+  """Per round, `other`'s `field` / `reference`'s, the two measured within the round."""
   ratios = []
   for round_ in sorted({s['round'] for s in samples}):
     pick = lambda match: _cell(samples, protocol=protocol, concurrency=level, round=round_,
                                **match)
     first, second = pick(reference), pick(other)
-    if first and second and first['throughput_rps']:
-      ratios.append(second['throughput_rps'] / first['throughput_rps'])
+    if first and second and first[field]:
+      ratios.append(second[field] / first[field])
   return ratios
 
 
@@ -903,11 +936,12 @@ def summarize(results, samples) -> dict:
               round(floor['throughput_rps'] / ceiling['throughput_rps'], 3),
               f'of the stack alone ({floor["throughput_rps"]:.0f} req/s)', None)
   for protocol in ('rest', 'grpc'):  # --baseline: this tree against the other commit's.
-    ratios = _round_ratios(samples, protocol, level, {'server': 'baseline'}, _BATCHED)
-    if ratios:
-      _target(targets, f'c={level}: {protocol} throughput, this tree / baseline',
-              round(statistics.median(ratios), 3),
-              'rounds ' + ' '.join(f'{r:.3f}' for r in ratios), None)
+    for field, what in (('throughput_rps', 'throughput'), ('cpu_us_per_request', 'CPU/request')):
+      ratios = _round_ratios(samples, protocol, level, {'server': 'baseline'}, _BATCHED, field)
+      if ratios:
+        _target(targets, f'c={level}: {protocol} {what}, this tree / baseline',
+                round(statistics.median(ratios), 3),
+                'rounds ' + ' '.join(f'{r:.3f}' for r in ratios), None)
   summary = {'concurrency': level, 'targets': targets}
   pinned = {c['workers']: c for c in results if c['server'] == 'workers'}
   if pinned:
@@ -920,13 +954,13 @@ def summarize(results, samples) -> dict:
 
 def print_table(results, summary):
   print('\nserver       batching logging workers proto  conc   req/s (range)          p50 ms   '
-        'p99 ms  errors')
+        'p99 ms  CPU us/req  errors')
   for c in results:
     low, high = c['throughput_range']
     print(f'{c["server"]:12s} {str(c["batching"]):8s} {str(c["logging"]):7s} '
           f'{str(c["workers"]):7s} {c["protocol"]:5s} {c["concurrency"]:5d} '
           f'{c["throughput_rps"]:8.1f} ({low:.0f}-{high:.0f}) {c["p50_ms"]!s:>8} '
-          f'{c["p99_ms"]!s:>8} {c["errors"]:7d}')
+          f'{c["p99_ms"]!s:>8} {c["cpu_us_per_request"]!s:>11} {c["errors"]:7d}')
   print('\nTargets (medians of the rounds):')
   for t in summary['targets']:
     met = {True: 'met', False: 'NOT met', None: '-'}[t['met']]

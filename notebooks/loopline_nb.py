@@ -99,8 +99,9 @@ class Run:
     return found
 
   def exec_property(self, node: str, name: str):
-    """An execution property of `node` as MLMD recorded it (TFX stores them as custom ones)."""
-    return mq.custom_property(self.records[node].execution, name)
+    """An execution property of `node` as MLMD recorded it (TFX: custom properties; Kubeflow
+    Pipelines: the execution's `inputs`)."""
+    return mq.execution_property(self.records[node].execution, name)
 
   def describe(self) -> str:
     states = {}

@@ -81,4 +81,5 @@ def _main(parsed_argv) -> None:
 
 if __name__ == '__main__':
   # TFX's own flag parser: the same arguments, the rest are Beam args.
-  app.run(_main, flags_parser=kubeflow_v2_run_executor._parse_flags)  # pylint: disable=protected-access
+  app.run(_main,
+          flags_parser=kubeflow_v2_run_executor._parse_flags)  # pylint: disable=protected-access

@@ -633,8 +633,10 @@ def register(subparsers) -> None:
   compile_parser.add_argument('--mysql-url', help=f'ML Metadata of the cluster (default '
                                                   f'{CLUSTER_MLMD_URL})')
   compile_parser.add_argument('--metadata-service',
-                              help=f'ML Metadata as the monitoring pipeline\'s tasks reach it '
-                                   f'(default {CLUSTER_MLMD_SERVICE_URL})')
+                              help=f'ML Metadata as the monitoring pipeline\'s tasks reach it: '
+                                   f'its gRPC service (default {CLUSTER_MLMD_SERVICE_URL}) or its '
+                                   f'MySQL database, mysql://USER:PASSWORD@HOST:PORT/DB (a '
+                                   f'SELECT-only user: the URL is written into the spec)')
   compile_parser.add_argument('--param', action='append', metavar='NAME=VALUE',
                               help='runtime parameter default (training: data_root, schema_file; '
                                    'monitoring: model_version, schema_file)')

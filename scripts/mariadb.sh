@@ -28,7 +28,8 @@ READER_NAME=loopline_reader
 READER_PASSWORD=loopline_reader
 
 APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-600}"
-APT_LOCK_FILES="${APT_LOCK_FILES:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock}"
+APT_LOCK_FILES="${APT_LOCK_FILES:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock
+  /var/lib/apt/lists/lock /var/cache/apt/archives/lock}"
 
 die() { echo "mariadb.sh: $*" >&2; exit 1; }
 
@@ -42,7 +43,8 @@ lock_holders() {  # lock_holders FILE: "PID (COMMAND)" of each process that has 
 }
 
 wait_for_apt_lock() {  # waits until no process has a package lock file open
-  [[ "$APT_LOCK_TIMEOUT" =~ ^[0-9]+$ ]] || die "APT_LOCK_TIMEOUT must be a number of seconds, got '$APT_LOCK_TIMEOUT'"
+  [[ "$APT_LOCK_TIMEOUT" =~ ^[0-9]+$ ]] \
+    || die "APT_LOCK_TIMEOUT must be a number of seconds, got '$APT_LOCK_TIMEOUT'"
   local waited=0 lock holders said=""
   while :; do
     holders=""
@@ -52,10 +54,12 @@ wait_for_apt_lock() {  # waits until no process has a package lock file open
     done
     [ -n "$holders" ] || return 0
     if [ "$waited" -ge "$APT_LOCK_TIMEOUT" ]; then
-      die "another package manager run still holds $lock after ${APT_LOCK_TIMEOUT}s: $(echo $holders); let it finish (or stop it) and run again"
+      die "another package manager run still holds $lock after ${APT_LOCK_TIMEOUT}s:" \
+          "$(echo $holders); let it finish (or stop it) and run again"
     fi
     if [ -z "$said" ]; then
-      echo "mariadb.sh: waiting for $lock, held by $(echo $holders) (up to ${APT_LOCK_TIMEOUT}s)" >&2
+      echo "mariadb.sh: waiting for $lock, held by $(echo $holders)" \
+           "(up to ${APT_LOCK_TIMEOUT}s)" >&2
       said=1
     fi
     sleep 1

@@ -25,7 +25,8 @@ component/launcher_v2.go, metadata/client.go) that run one container task of a D
   `{{$.outputs.artifacts['k'].uri|path}}`, `{{$.outputs.parameters['k'].output_file}}`,
   `{{$.outputs.output_file}}`; any other fails the task), the container's command and args run
   as a subprocess, the ExecutorOutput it wrote merged into the provisioned output artifacts (uri,
-  metadata), every output recorded as an artifact of the type named by its schema title with its
+  metadata) and taken for the output parameters (TFX's entrypoint writes them there), every
+  output recorded as an artifact of the type named by its schema title with its
   metadata as custom properties (numbers as doubles, booleans as ints) and `display_name`, an
   OUTPUT event keyed by the output name, the output parameters in the execution's `outputs`, and
   the execution COMPLETE; FAILED on a non-zero exit, which fails the run.
@@ -339,9 +340,9 @@ def command_line(container, executor_input: pipeline_spec_pb2.ExecutorInput) -> 
   command = [image_path_to_local(str(part)) for part in container['command']]
   if command[0] == 'python':
     command[0] = sys.executable
-  args = [_PLACEHOLDER.sub(lambda m: _placeholder(executor_input, m.group(1) or ''),
-                           image_path_to_local(str(arg))) for arg in (container['args'] if 'args' in container else [])]
-  return command + args
+  args = container['args'] if 'args' in container else []
+  return command + [_PLACEHOLDER.sub(lambda m: _placeholder(executor_input, m.group(1) or ''),
+                                     image_path_to_local(str(arg))) for arg in args]
 
 
 # What a pod inherits from this machine besides the image's ENV: a shell's basics, and the
@@ -466,12 +467,7 @@ class _Run:
           artifact.metadata.fields[name].CopyFrom(value)
       title = _schema_title(component.output_definitions.artifacts[key].artifact_type)
       outputs[key] = self.mlmd.record_artifact(key, title, artifact)
-    parameters = dict(executor_output.parameter_values)
-    for key, definition in executor_input.outputs.parameters.items():
-      if key not in parameters and os.path.exists(definition.output_file):
-        with open(definition.output_file) as f:
-          parameters[key] = struct_pb2.Value(string_value=f.read())
-    return outputs, parameters
+    return outputs, dict(executor_output.parameter_values)
 
 
 def run_compiled_pipeline(spec_path: str, store: metadata_store.MetadataStore,

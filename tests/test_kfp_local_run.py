@@ -41,9 +41,71 @@ MONITORED_ROWS = 200
 
 
 def _stats(uri, split):
-  from tfx.components.statistics_gen import stats_artifact_utils
-  return stats_artifact_utils.load_statistics(uri, split).proto()
+  return tfdv.load_stats_binary(os.path.join(uri, f'Split-{split}', 'FeatureStats.pb'))
 
+
+# --- the harness's own pieces -------------------------------------------------------------------
+
+def _spec(tasks):
+  """A PipelineSpec whose root DAG has `tasks`: {name: [upstream task names]}."""
+  spec = launcher.pipeline_spec_pb2.PipelineSpec()
+  for name, upstream in tasks.items():
+    task = spec.root.dag.tasks[name]
+    task.dependent_tasks.extend(upstream[:1])
+    for producer in upstream[1:]:                      # an input is a dependency too
+      task.inputs.artifacts[producer].task_output_artifact.producer_task = producer
+  return spec
+
+
+def test_tasks_run_in_topological_order_and_a_broken_dag_is_named():
+  assert launcher.topological_order(_spec({'c': ['a', 'b'], 'b': ['a'], 'a': [], 'd': []})) == [
+      'a', 'd', 'b', 'c']
+  with pytest.raises(ValueError, match=r"the DAG has a cycle among \['x', 'y'\]"):
+    launcher.topological_order(_spec({'x': ['y'], 'y': ['x'], 'a': []}))
+  with pytest.raises(ValueError, match=r"task b depends on unknown task\(s\) \['gone'\]"):
+    launcher.topological_order(_spec({'b': ['gone']}))
+
+
+def test_the_launchers_placeholders_and_the_images_paths():
+  from google.protobuf import struct_pb2
+  executor_input = launcher.pipeline_spec_pb2.ExecutorInput()
+  executor_input.inputs.parameter_values['steps'].number_value = 300
+  executor_input.inputs.parameter_values['name'].string_value = 'big tipper'
+  executor_input.inputs.artifacts['examples'].artifacts.add(uri='/root/run/Gen/examples')
+  executor_input.outputs.artifacts['model'].artifacts.add(uri='/root/run/Trainer/model')
+  executor_input.outputs.parameters['auc'].output_file = '/tmp/task/outputs/auc'
+  executor_input.outputs.output_file = '/tmp/task/output_metadata.json'
+  container = struct_pb2.Struct()
+  container['command'] = ['python', '-m', 'components.kfp_v2_entrypoint']
+  container['args'] = [
+      '{{$}}', "--steps={{$.inputs.parameters['steps']}}", "{{$.inputs.parameters['name']}}",
+      "{{$.inputs.artifacts['examples'].uri}}", "{{$.outputs.artifacts['model'].path}}",
+      "{{$.outputs.parameters['auc'].output_file}}", '{{$.outputs.output_file}}',
+      '/loopline/schema/schema.pbtxt', '--beam_arg=/loopline-other']
+  command = launcher.command_line(container, executor_input)
+  assert command[:3] == [launcher.sys.executable, '-m', 'components.kfp_v2_entrypoint']
+  parsed = launcher.pipeline_spec_pb2.ExecutorInput()
+  launcher.json_format.Parse(command[3], parsed)
+  assert parsed == executor_input
+  assert command[4:] == [
+      '--steps=300', 'big tipper', '/root/run/Gen/examples', '/root/run/Trainer/model',
+      '/tmp/task/outputs/auc', '/tmp/task/output_metadata.json',
+      os.path.join(launcher.REPO_ROOT, 'schema', 'schema.pbtxt'), '--beam_arg=/loopline-other']
+  for unknown in ("{{$.inputs.parameters['missing']}}", '{{$.pipeline_job_name}}'):
+    container['args'] = [unknown]
+    with pytest.raises(ValueError, match='unsupported or unresolvable placeholder'):
+      launcher.command_line(container, executor_input)
+
+
+def test_a_tasks_environment_is_the_images_not_this_processs(monkeypatch):
+  monkeypatch.setenv('TF_USE_LEGACY_KERAS', '1')       # what importing TFX here leaves behind
+  env = launcher.container_env()
+  assert 'TF_USE_LEGACY_KERAS' not in env
+  assert env['TF_CPP_MIN_LOG_LEVEL'] == '2' and env['PYTHONUNBUFFERED'] == '1'   # Dockerfile
+  assert env['PYTHONPATH'] == launcher.REPO_ROOT and env['PATH'] == os.environ['PATH']
+
+
+# --- both pipelines through the harness -----------------------------------------------------------
 
 @pytest.fixture(scope='module')
 def kfp(trained_home, mariadb_url, tmp_path_factory):
@@ -130,8 +192,8 @@ def test_training_artifacts_equal_the_local_runs(kfp, trained_home):
   for name in ('span_range', 'span_versions'):
     assert mq.custom_property(examples[0], name) == mq.custom_property(examples[1], name), name
   for split in ('train', 'eval'):
-    kfp_stats, local_stats = (_stats(r['StatisticsGen'].outputs['statistics'][0].uri, split)
-                              for r in (records, local))
+    kfp_stats, local_stats = (_stats(r['StatisticsGen'].outputs['statistics'][0].uri,
+                                     split).datasets[0] for r in (records, local))
     assert kfp_stats.num_examples == local_stats.num_examples > 0, split
     local_features = {f.path.step[0]: f for f in local_stats.features}
     assert {f.path.step[0] for f in kfp_stats.features} == set(local_features)

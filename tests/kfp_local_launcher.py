@@ -139,6 +139,7 @@ def _string(value: str) -> metadata_store_pb2.Value:
 
 def _struct(values: Mapping[str, struct_pb2.Value]) -> metadata_store_pb2.Value:
   result = metadata_store_pb2.Value()
+  result.struct_value.SetInParent()          # an empty struct too: MLMD aborts on an unset value
   for key, value in values.items():
     result.struct_value.fields[key].CopyFrom(value)
   return result

@@ -105,6 +105,27 @@ def test_a_tasks_environment_is_the_images_not_this_processs(monkeypatch):
   assert env['PYTHONPATH'] == launcher.REPO_ROOT and env['PATH'] == os.environ['PATH']
 
 
+def test_an_executor_the_harness_does_not_run_fails_the_run_by_name(tmp_path):
+  """Importer and resolver executors are refused, not skipped: the run is recorded FAILED."""
+  from google.protobuf import json_format as json_format_lib
+  spec = _spec({'load_schema': []})
+  spec.pipeline_info.name = 'tiny'
+  spec.root.dag.tasks['load_schema'].component_ref.name = 'comp-load'
+  spec.components['comp-load'].executor_label = 'exec-load'
+  spec.deployment_spec['executors'] = {'exec-load': {'importer': {'artifactUri': {}}}}
+  path = str(tmp_path / 'pipeline.yaml')
+  kubeflow.write_pipeline_yaml(json_format_lib.MessageToDict(spec), path)
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = str(tmp_path / 'metadata.sqlite')
+  store = metadata_connection.open_store(connection)
+  with pytest.raises(ValueError, match='task load_schema: executor exec-load is not a container '
+                                       r'\(importer\); the harness runs containers'):
+    launcher.run_compiled_pipeline(path, store, str(tmp_path / 'root'), str(tmp_path / 'work'),
+                                   say=lambda _: None)
+  (dag,) = store.get_executions()
+  assert dag.last_known_state == metadata_store_pb2.Execution.FAILED
+
+
 # --- both pipelines through the harness -----------------------------------------------------------
 
 @pytest.fixture(scope='module')

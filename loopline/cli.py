@@ -7,7 +7,9 @@
   loopline data split
 
 Everything a command writes lives under the home directory (`./loopline_home`, or
-$LOOPLINE_HOME, or --home). Exit codes: 0 done, 1 failed, 2 bad input, 3 stopped by the data gate.
+$LOOPLINE_HOME, or --home); ML Metadata too, unless $LOOPLINE_MLMD_URL names a MySQL database
+(mysql://USER:PASSWORD@HOST:PORT/DB). Exit codes: 0 done, 1 failed, 2 bad input, 3 stopped by
+the data gate.
 """
 import argparse
 import os
@@ -43,10 +45,7 @@ def _train_config(args):
       overrides[option] = getattr(args, option)
   if args.beam_arg:
     overrides['beam_pipeline_args'] = tuple(args.beam_arg)
-  home = home_lib.resolve_home(args.home)
-  if args.quick:
-    return PipelineConfig.quick(home, **overrides)
-  return PipelineConfig(home=home, **overrides)
+  return PipelineConfig.for_home(home_lib.resolve_home(args.home), quick=args.quick, **overrides)
 
 
 def _cmd_train(args) -> int:
@@ -71,7 +70,7 @@ def _cmd_monitor(args) -> int:
   from core import home as home_lib
   from pipeline import monitoring_run
   from pipeline.config import PipelineConfig
-  config = PipelineConfig(home=home_lib.resolve_home(args.home))
+  config = PipelineConfig.for_home(home_lib.resolve_home(args.home))
   now = int(time.time())
   start = args.window_start if args.window_start is not None else (
       now - args.last_seconds if args.last_seconds else None)
@@ -84,8 +83,7 @@ def _cmd_loop(args) -> int:
   from core import home as home_lib
   from pipeline import loop
   from pipeline.config import PipelineConfig
-  home = home_lib.resolve_home(args.home)
-  config = PipelineConfig.quick(home) if args.quick else PipelineConfig(home=home)
+  config = PipelineConfig.for_home(home_lib.resolve_home(args.home), quick=args.quick)
   started = time.monotonic()
   results = loop.run_loop(config, replay_limit=args.replay_limit)
   critical = sorted({f for v in results['drifted']['versions'].values()

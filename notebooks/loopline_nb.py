@@ -20,6 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 from core import home as home_lib
 from metadata import connection as metadata_connection
 from metadata import layout
+from metadata import lineage as lineage_lib
 from metadata import queries as mq
 from metadata.graph import Graph
 from pipeline import config as config_lib
@@ -99,8 +100,9 @@ class Run:
     return found
 
   def exec_property(self, node: str, name: str):
-    """An execution property of `node` as MLMD recorded it (TFX stores them as custom ones)."""
-    return mq.custom_property(self.records[node].execution, name)
+    """An execution property of `node` as MLMD recorded it (TFX: custom properties; Kubeflow
+    Pipelines: the execution's `inputs`)."""
+    return mq.execution_property(self.records[node].execution, name)
 
   def describe(self) -> str:
     states = {}
@@ -200,12 +202,23 @@ def span_files(run: Run) -> Dict[int, List[str]]:
   return files
 
 
+def _tfx_artifact(artifact, artifact_class):
+  """A TFX artifact of `artifact_class` over an MLMD artifact of either layout (Kubeflow records
+  the split names as a custom property)."""
+  copy = type(artifact)()
+  copy.CopyFrom(artifact)
+  result = artifact_class()
+  result.set_mlmd_artifact(copy)
+  if 'split_names' not in copy.properties and lineage_lib.split_names(artifact):
+    result.split_names = lineage_lib.split_names(artifact)
+  return result
+
+
 def statistics_by_split(artifact) -> Dict[str, object]:
   """{split: DatasetFeatureStatisticsList} of a StatisticsGen output (FeatureStats.pb)."""
   from tfx.components.statistics_gen import stats_artifact_utils
   from tfx.types import artifact_utils, standard_artifacts
-  stats = standard_artifacts.ExampleStatistics()
-  stats.set_mlmd_artifact(artifact)
+  stats = _tfx_artifact(artifact, standard_artifacts.ExampleStatistics)
   splits = artifact_utils.decode_split_names(stats.split_names)
   return {split: stats_artifact_utils.load_statistics(stats, split).proto() for split in splits}
 
@@ -214,9 +227,8 @@ def anomalies_by_split(artifact) -> Dict[str, object]:
   """{split: Anomalies} of an ExampleValidator output (read as the data gate reads them)."""
   from components.data_gate import executor as data_gate_executor
   from tfx.types import standard_artifacts
-  anomalies = standard_artifacts.ExampleAnomalies()
-  anomalies.set_mlmd_artifact(artifact)
-  return data_gate_executor.load_anomalies(anomalies)
+  return data_gate_executor.load_anomalies(
+      _tfx_artifact(artifact, standard_artifacts.ExampleAnomalies))
 
 
 def schema_of(artifact):
@@ -235,14 +247,15 @@ def served_versions(config: PipelineConfig) -> List[str]:
 
 
 def pushed_model(run_or_store, version: str):
-  """The PushedModel artifact in MLMD whose pushed_version is `version`."""
+  """The PushedModel artifact in MLMD whose pushed_version is `version`, in either layout: the
+  push that created the version (as the lineage walk takes it; a later pipeline's Importer of it
+  may record another)."""
   store = getattr(run_or_store, 'store', run_or_store)
-  candidates = [a for a in store.get_artifacts_by_type('PushedModel')
-                if str(mq.custom_property(a, 'pushed_version')) == str(version)
-                and mq.custom_property(a, 'pushed')]
+  candidates = [a for a in lineage_lib.pushed_models(store)
+                if str(layout.number(mq.custom_property(a, 'pushed_version'))) == str(version)]
   if not candidates:
     raise LookupError(f'no pushed model version {version} in ML Metadata')
-  return max(candidates, key=lambda a: a.id)
+  return candidates[0]
 
 
 def blessed_models(run: Run) -> List[Tuple[object, object]]:

@@ -74,13 +74,14 @@ class PipelineConfig:
       raise ValueError('max_trials, train_steps and eval_steps must be positive')
 
   @classmethod
-  def for_home(cls, home: str, **overrides) -> 'PipelineConfig':
-    """The config of a home as its readers open it: ML Metadata on MySQL when $LOOPLINE_MLMD_URL
-    (mysql://USER[:PASSWORD]@HOST[:PORT]/DB) is set, else the home's SQLite file."""
+  def for_home(cls, home: str, quick: bool = False, **overrides) -> 'PipelineConfig':
+    """The config of a home as the command line opens it, to read or to run: ML Metadata on
+    MySQL when $LOOPLINE_MLMD_URL (mysql://USER[:PASSWORD]@HOST[:PORT]/DB) is set, else the
+    home's SQLite file. `quick`: the smoke-run settings (`quick()`)."""
     from metadata import connection as metadata_connection
     if os.environ.get(MLMD_URL_ENV) and 'mysql' not in overrides:
       overrides['mysql'] = metadata_connection.parse_mysql_url(os.environ[MLMD_URL_ENV])
-    return cls(home=home, **overrides)
+    return cls.quick(home, **overrides) if quick else cls(home=home, **overrides)
 
   @classmethod
   def quick(cls, home: str, **overrides) -> 'PipelineConfig':

@@ -152,11 +152,11 @@ class Stage:
   links: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, rows,
-                              scenario: str, seed: int = 0, say: Callable[[str], None] = print):
-  """Replays `rows` through the server (REST), delivers their ground truth and runs the
-  monitoring pipeline on the window of the replay. Returns (replay result, monitoring summary)."""
-  from pipeline import monitoring_run
+def replay_window(config: PipelineConfig, server: EmbeddedServer, rows, scenario: str,
+                  seed: int = 0, say: Callable[[str], None] = print):
+  """Replays `rows` through the server (REST) and delivers their ground truth. Returns (replay
+  result, window start, window end): the window (unix seconds, end exclusive) of the replay's
+  finalized request logs."""
   from traffic import runs as traffic_runs
   window_start = int(time.time())
   replayed = traffic_runs.run_replay(
@@ -166,6 +166,15 @@ def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, ro
   window_end = int(time.time()) + 1
   delivered = traffic_runs.deliver_feedback(config.home, replayed.replay_id)
   say(f'ground truth delivered: {delivered}')
+  return replayed, window_start, window_end
+
+
+def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, rows,
+                              scenario: str, seed: int = 0, say: Callable[[str], None] = print):
+  """`replay_window`, then the monitoring pipeline on the window of the replay. Returns (replay
+  result, monitoring summary)."""
+  from pipeline import monitoring_run
+  replayed, window_start, window_end = replay_window(config, server, rows, scenario, seed, say)
   return replayed, monitoring_run.monitor(config, window_start, window_end)
 
 

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 from components.serving_log_gen import spec as log_gen_spec
 from metadata import connection as metadata_connection
+from metadata import layout
 from metadata import queries as mq
 from pipeline import progress
 from pipeline.config import PipelineConfig
@@ -54,11 +55,11 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
   summary: Dict[str, Any] = {
       'run_id': run.name,
       'examples_uri': window.uri,
-      'num_examples': mq.custom_property(window, 'num_examples'),
-      'num_labeled': mq.custom_property(window, 'num_labeled'),
+      'num_examples': _count(window, 'num_examples'),
+      'num_labeled': _count(window, 'num_labeled'),
       'model_versions': mq.custom_property(window, 'model_versions'),
       # What could not be used, counted instead of failing: damaged logs, unmatched feedback.
-      'skipped': {name: mq.custom_property(window, name)
+      'skipped': {name: _count(window, name)
                   for name in log_gen_spec.SKIPPED_PROPERTIES + log_gen_spec.FEEDBACK_PROPERTIES
                   if mq.custom_property(window, name)},
       'versions': {},
@@ -72,7 +73,7 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
           'drifted_features': mq.custom_property(report, 'drifted_features') or '',
           'critical_features': mq.custom_property(report, 'critical_features') or '',
           'schema_break': bool(mq.custom_property(report, 'schema_break')),
-          'rows': mq.custom_property(report, 'num_rows'),
+          'rows': _count(report, 'num_rows'),
           'report_html': os.path.join(report.uri, 'drift.html'),
           'drift_node': node_id,
       })
@@ -89,6 +90,12 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
   return summary
 
 
+def _count(artifact, name: str):
+  """An integer custom property as an int in either layout (KFP records every number as a
+  double)."""
+  return layout.number(mq.custom_property(artifact, name))
+
+
 def node_version(node_id: str, prefix: str, artifact) -> Optional[str]:
   """The version a DriftDetector (prefix DRIFT_PREFIX) or RealizedMetrics (REALIZED_PREFIX)
   output was measured for, None for another node. Nodes are `DriftDetector_<version>`, one per
@@ -96,7 +103,7 @@ def node_version(node_id: str, prefix: str, artifact) -> Optional[str]:
   resolved at run time); the output's `model_version` property says which, else the node id."""
   if not (node_id.startswith(prefix) or node_id == prefix.rstrip('_')):
     return None
-  version = mq.custom_property(artifact, 'model_version')
+  version = _count(artifact, 'model_version')
   if isinstance(version, int) and version >= 0:
     return str(version)
   return node_id[len(prefix):] or '?'

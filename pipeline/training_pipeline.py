@@ -12,6 +12,7 @@ from components.data_gate.component import DataGate
 from components.span_example_gen.component import SpanRangeCsvExampleGen
 from core.statistics import STATS_OPTIONS
 from metadata import connection as metadata_connection
+from metadata import layout
 from metadata import queries as metadata_queries
 from models import features
 from pipeline.config import PipelineConfig
@@ -33,8 +34,8 @@ AUC_CONFIG = '{"num_thresholds": 1000}'
 def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
   """Whether ML Metadata holds HyperParameters produced by this pipeline's Tuner."""
   store = metadata_connection.open_pipeline_store(config)
-  pipeline_context = store.get_context_by_type_and_name(metadata_queries.PIPELINE_CONTEXT_TYPE,
-                                                        config.pipeline_name)
+  pipeline_context = metadata_queries.context(store, layout.PIPELINE_CONTEXT_TYPE,
+                                              config.pipeline_name)
   if pipeline_context is None:
     return False
   return any(store.get_artifact_types_by_id([a.type_id])[0].name == 'HyperParameters'

@@ -55,3 +55,28 @@ def test_home_comes_from_flag_then_environment(monkeypatch, tmp_path):
   assert home.resolve_home(str(tmp_path / 'flag')) == str(tmp_path / 'flag')
   monkeypatch.delenv('LOOPLINE_HOME')
   assert home.resolve_home(None) == os.path.abspath('loopline_home')
+
+
+@pytest.mark.parametrize('command', [['train', '--quick'], ['monitor'], ['loop', '--quick']])
+def test_runs_take_ml_metadata_from_the_environment(command, monkeypatch, tmp_path, capsys):
+  """LOOPLINE_MLMD_URL puts every command's ML Metadata on MySQL, the runs' too (`make run` on
+  MySQL: tests/test_loop_e2e.py runs the loop so); a bad URL stops the command before it starts."""
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', 'mysql://127.0.0.1/metadb')
+  code, err = _run(capsys, '--home', str(tmp_path), *command)
+  assert code == cli.EXIT_BAD_INPUT
+  assert "MySQL URL 'mysql://127.0.0.1/metadb' has no user" in err
+  assert not os.path.exists(tmp_path / 'metadata')
+
+
+def test_the_environments_ml_metadata_url_reaches_the_pipeline_config(monkeypatch, tmp_path):
+  from pipeline.config import PipelineConfig
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', 'mysql://ml:pw@db.example:3307/metadb')
+  args = cli.build_parser().parse_args(['--home', str(tmp_path), 'train', '--quick',
+                                        '--spans', '1-2'])
+  config = cli._train_config(args)            # pylint: disable=protected-access
+  assert (config.mysql.host, config.mysql.port, config.mysql.database) == (
+      'db.example', 3307, 'metadb')
+  assert config.max_trials == PipelineConfig.quick(str(tmp_path)).max_trials
+  assert (config.first_span, config.last_span) == (1, 2)
+  monkeypatch.delenv('LOOPLINE_MLMD_URL')
+  assert cli._train_config(args).mysql is None  # pylint: disable=protected-access

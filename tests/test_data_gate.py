@@ -59,7 +59,7 @@ def test_clean_anomalies_give_a_clean_verdict():
   summary = policy_lib.summarize(policy_lib.classify({'train': anomalies_pb2.Anomalies()},
                                                      policy_lib.SeverityPolicy()))
   assert summary == {'verdict': 'clean', 'num_blocking': 0, 'num_warnings': 0,
-                     'blocking': [], 'warnings': []}
+                     'blocking': [], 'warnings': [], 'echoes': []}
 
 
 def test_policy_round_trips_through_json():

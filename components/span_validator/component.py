@@ -7,8 +7,11 @@ and named nowhere. SpanValidator reads the files SpanRangeCsvExampleGen recorded
 - structure, before statistics: a schema feature missing from a file's header is a
   SCHEMA_MISSING_COLUMN anomaly, a column the schema does not know a SCHEMA_NEW_COLUMN one, each
   naming the span, the version, the file and the column;
-- statistics (TFDV, the pipeline's statistics options) validated against the schema (TRAINING
-  environment): presence, types, domains, ranges of that span alone;
+- values typed by the schema: a cell of the wrong type (text in a numeric column) is counted and
+  named per span (UNEXPECTED_DATA_TYPE);
+- statistics (TFDV, the pipeline's statistics options, computed in this process: spans are a
+  few thousand rows, where a Beam pipeline's start-up costs more than the work) validated
+  against the schema (TRAINING environment): presence, domains, ranges of that span alone;
 - for the newest span, against the spans before it: TFDV's drift comparators as the schema sets
   them (L-infinity for categorical features, Jensen-Shannon divergence for numeric ones; the
   features of `drift_excluded_features`, e.g. the calendar ones a half-year span cannot share
@@ -33,7 +36,7 @@ from typing import Optional, Sequence
 
 import tensorflow_data_validation as tfdv
 from tfx import types
-from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 
@@ -41,11 +44,11 @@ from components.span_validator import executor
 from components.span_validator import spec
 
 
-class SpanValidator(base_beam_component.BaseBeamComponent):
+class SpanValidator(base_component.BaseComponent):
   """Per-span structure, statistics and validation; the newest span against the others."""
 
   SPEC_CLASS = spec.SpanValidatorSpec
-  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, schema: types.BaseChannel,
                stats_options: Optional[tfdv.StatsOptions] = None,

@@ -3,20 +3,20 @@
 - `check_headers`: each span file's header against the schema's features (TRAINING environment):
   a feature missing from a header is SCHEMA_MISSING_COLUMN, a column the schema does not know is
   SCHEMA_NEW_COLUMN, each naming the span, the version, the file and the column.
-- `column_types`: the type a span's column is read as: the schema's type when every value of the
-  column fits it (an all-integer `fare` column is still FLOAT), else the type inferred from the
-  values (text in a numeric column stays text, and TFDV reports the type break for that span).
+- `typed_value`: a span's cells are read as the schema types them; a cell that does not fit
+  (text in a numeric column, a fraction in an integer one) is a type break, counted per span and
+  column (`TypeBreaks`) and reported as UNEXPECTED_DATA_TYPE naming the span, the column, how
+  many values and one of them; the statistics see it as a missing value.
 - `presence_drops`: a feature present in clearly fewer of the newest span's rows than of the
   spans before it (a column going empty on part of the rows), even when the schema's
   `min_fraction` still holds: a one-sided two-proportion z-test with an effect floor.
 - `add_findings`: merges these into a span's TFDV `Anomalies`, one reason per anomaly type.
 
-Types are tfx_bsl's CSV column types as plain ints (UNKNOWN -1 < INT 0 < FLOAT 1 < STRING 2, the
-order in which a column widens). No TFX import.
+No TFX import.
 """
 import dataclasses
 import math
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -27,18 +27,18 @@ MISSING_COLUMN = 'SCHEMA_MISSING_COLUMN'
 NEW_COLUMN = 'SCHEMA_NEW_COLUMN'
 LOW_PRESENCE = 'FEATURE_TYPE_LOW_FRACTION_PRESENT'
 
-# tfx_bsl.coders.csv_decoder.ColumnType values.
-UNKNOWN_COLUMN, INT_COLUMN, FLOAT_COLUMN, STRING_COLUMN = -1, 0, 1, 2
-_COLUMN_TYPE_OF_SCHEMA_TYPE = {schema_pb2.INT: INT_COLUMN, schema_pb2.FLOAT: FLOAT_COLUMN,
-                               schema_pb2.BYTES: STRING_COLUMN}
+TYPE_BREAK = 'UNEXPECTED_DATA_TYPE'
+_EXAMPLE_CHARACTERS = 40
 
-# A column missing from a header explains every presence anomaly of that column in that span.
+# A column missing from a header, or values of the wrong type (read as missing), explain every
+# presence anomaly of that column in that span.
 PRESENCE_TYPES = frozenset({MISSING_COLUMN, LOW_PRESENCE, 'FEATURE_TYPE_NOT_PRESENT',
                             'FEATURE_TYPE_LOW_NUMBER_PRESENT'})
-_REPLACES = {MISSING_COLUMN: PRESENCE_TYPES}
+_REPLACES = {MISSING_COLUMN: PRESENCE_TYPES, TYPE_BREAK: PRESENCE_TYPES | {TYPE_BREAK}}
 _SHORT_DESCRIPTIONS = {MISSING_COLUMN: 'Column missing from a span file',
                        NEW_COLUMN: 'New column in a span file',
-                       LOW_PRESENCE: 'Column going empty'}
+                       LOW_PRESENCE: 'Column going empty',
+                       TYPE_BREAK: 'Values of the wrong type'}
 
 # A presence drop is reported when it is both certain (z) and large enough to matter (points).
 PRESENCE_DROP_MIN_Z = 4.0
@@ -121,16 +121,38 @@ def check_headers(files: Sequence[SpanFile], schema: schema_pb2.Schema,
   return findings
 
 
-def column_types(inferred: Mapping[str, int], schema: schema_pb2.Schema) -> Dict[str, int]:
-  """{column: type to read it as} (see module docstring); columns outside the schema keep the
-  inferred type, a column with no value at all takes the schema's."""
-  schema_types = {f.name: _COLUMN_TYPE_OF_SCHEMA_TYPE.get(f.type) for f in schema.feature}
-  result = {}
-  for column, inferred_type in inferred.items():
-    declared = schema_types.get(column)
-    result[column] = declared if declared is not None and inferred_type <= declared else (
-        inferred_type)
-  return result
+def typed_value(cell: bytes, feature_type: int) -> Union[int, float, bytes, None]:
+  """The value of a non-empty CSV cell as the schema types its column (INT, FLOAT, BYTES), or
+  None when it does not fit (a type break)."""
+  try:
+    if feature_type == schema_pb2.INT:
+      return int(cell)
+    if feature_type == schema_pb2.FLOAT:
+      return float(cell)
+  except ValueError:
+    return None
+  return cell
+
+
+@dataclasses.dataclass
+class TypeBreaks:
+  """One span's cells that do not fit their column's schema type: {column: [count, example]}."""
+  span: int
+  version: int
+  rows: int = 0
+  columns: Dict[str, list] = dataclasses.field(default_factory=dict)
+
+  def add(self, column: str, cell: bytes) -> None:
+    entry = self.columns.setdefault(column, [0, cell.decode('utf-8', 'replace')])
+    entry[0] += 1
+
+  def findings(self, schema: schema_pb2.Schema) -> List[Finding]:
+    types = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
+    return [Finding(self.span, column, TYPE_BREAK,
+                    f'{count} of the {self.rows} values of column {column!r} in span '
+                    f'{self.span} (version {self.version}) are not {types[column]}, e.g. '
+                    f'{example[:_EXAMPLE_CHARACTERS]!r}')
+            for column, (count, example) in sorted(self.columns.items())]
 
 
 def presence(statistics: statistics_pb2.DatasetFeatureStatistics) -> Dict[str, Tuple[int, int]]:
@@ -192,9 +214,9 @@ def without_drift_comparators(schema: schema_pb2.Schema,
 
 def add_findings(anomalies: anomalies_pb2.Anomalies, findings: Iterable[Finding]) -> None:
   """Puts findings into `anomalies` (ERROR severity). A finding replaces TFDV's reasons of the
-  same type for the same feature, and a column missing from a header every presence reason of
-  that column (TFDV's 'not present in any examples' gives way to the header check's finding,
-  which names the file)."""
+  same type for the same feature, and a column missing from a header or values of the wrong type
+  every presence reason of that column (TFDV's 'not present in any examples' gives way to the
+  header check's finding, which names the file)."""
   for finding in findings:
     info = anomalies.anomaly_info[finding.feature]
     info.severity = anomalies_pb2.AnomalyInfo.ERROR

@@ -67,16 +67,22 @@ def test_company_new_values_warn_but_company_going_empty_blocks():
       'blocking'}
 
 
-def test_drift_warns_by_default_and_blocks_when_the_policy_says_so(tmp_path):
-  anomalies = _anomalies(payment_type=[('COMPARATOR_L_INFTY_HIGH', 'mix changed')])
-  [default] = policy_lib.classify({'span 6': anomalies}, policy_lib.SeverityPolicy())
-  assert default.severity == 'warning'
-  path = tmp_path / 'policy.json'       # what the README tells users to write
-  path.write_text(json.dumps({'warning_types': sorted(
-      policy_lib.DEFAULT_WARNING_TYPES - policy_lib.DRIFT_TYPES)}))
-  [strict] = policy_lib.classify({'span 6': anomalies},
-                                 policy_lib.SeverityPolicy.from_file(str(path)))
-  assert strict.severity == 'blocking'
+def test_drift_warns_by_default_and_blocks_with_the_readme_policy(tmp_path):
+  import re
+  from pipeline.config import REPO_ROOT
+  anomalies = _anomalies(payment_type=[('COMPARATOR_L_INFTY_HIGH', 'mix changed')],
+                         tip_share=[('SCHEMA_NEW_COLUMN', 'new column')])
+  default = policy_lib.classify({'span 6': anomalies}, policy_lib.SeverityPolicy())
+  assert {f.feature: f.severity for f in default} == {'payment_type': 'warning',
+                                                      'tip_share': 'warning'}
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:      # the file the README shows
+    readme_policy = re.search(r'```json\n(.*?)```', f.read(), re.DOTALL).group(1)
+  path = tmp_path / 'policy.json'
+  path.write_text(readme_policy)
+  strict = policy_lib.SeverityPolicy.from_file(str(path))
+  assert strict.warning_types == policy_lib.DEFAULT_WARNING_TYPES - policy_lib.DRIFT_TYPES
+  assert {f.feature: f.severity for f in policy_lib.classify({'span 6': anomalies}, strict)} == {
+      'payment_type': 'blocking', 'tip_share': 'warning'}
 
 
 def test_every_finding_is_listed_blocking_first_each_with_its_span():

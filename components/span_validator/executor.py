@@ -6,9 +6,10 @@
    SpanRangeCsvExampleGen reads them; values typed by the schema, a cell of the wrong type
    counted as a type break, structure.TypeBreaks) in record batches of BATCH_SIZE rows, fed to
    TFDV's statistics generators in this process: the statistics of each span and of the spans
-   before the newest one. No Beam pipeline: on the few thousand rows of a span its start-up
-   costs more than the work (a Beam version of this step took ~10 s in-process and ~30 s with
-   worker processes on spans 1-5 on 2 loaded cores, this one ~4 s), and memory holds one batch;
+   before the newest one. No Beam pipeline: on the thousands of rows of a span its start-up
+   costs more than the work (measured on spans 1-5, 11,938 rows, 2 cores at load ~6: a Beam
+   version 9-15 s in one process, 31-40 s with worker processes; this one 5 s), and memory
+   holds one batch;
 3. `validate_spans`: each span's statistics against the schema (TRAINING environment), and the
    newest span against the spans before it: TFDV's drift comparators (the schema's
    `drift_comparator`, except the features of `drift_excluded_features`) and presence drops

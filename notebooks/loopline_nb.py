@@ -178,28 +178,41 @@ def artifact_type_name(store, artifact) -> str:
 
 # --- data -------------------------------------------------------------------------------------
 
-def span_files(run: Run) -> Dict[int, List[str]]:
-  """{span: [CSV files]} the run's ExampleGen read, from the span versions MLMD recorded."""
-  from tfx.dsl.io import fileio
-  from tfx.proto import example_gen_pb2
-  from tfx.utils import proto_utils
-  examples = run.require('SpanRangeCsvExampleGen', 'examples')
-  versions = dict(tuple(int(x) for x in item.split(':'))
-                  for item in (mq.custom_property(examples, 'span_versions') or '').split(',')
-                  if item)
-  input_base = run.exec_property('SpanRangeCsvExampleGen', 'input_base')
-  input_config = example_gen_pb2.Input()
-  proto_utils.json_to_proto(run.exec_property('SpanRangeCsvExampleGen', 'input_config'),
-                            input_config)
-  # MLMD records the resolved config: one pattern per span, newline-separated, in span order.
-  patterns = input_config.splits[0].pattern.split('\n')
-  if len(patterns) == 1 and len(versions) > 1:
-    patterns = patterns * len(versions)
-  files = {}
-  for (span, version), pattern in zip(sorted(versions.items()), patterns):
-    glob = pattern.replace('{SPAN}', str(span)).replace('{VERSION}', str(version))
-    files[span] = sorted(fileio.glob(os.path.join(input_base, glob)))
-  return files
+def span_checks(run: Run):
+  """SpanValidator's view of the run: ({span: statistics}, {span: Anomalies}, statistics of the
+  spans before the newest one or None), each span as MLMD recorded its statistics and anomalies."""
+  from components.span_validator import spec as span_spec
+  statistics = statistics_by_split(run.require('SpanValidator', 'statistics'))
+  anomalies = anomalies_by_split(run.require('SpanValidator', 'anomalies'))
+  by_span = {span_spec.span_of_split(split): stats for split, stats in statistics.items()
+             if split.startswith('span-')}
+  previous = [stats for split, stats in statistics.items() if split.startswith('spans-')]
+  return (dict(sorted(by_span.items())),
+          {span_spec.span_of_split(split): found for split, found in anomalies.items()},
+          previous[0] if previous else None)
+
+
+def gate_findings(report) -> List[str]:
+  """The data gate's findings (its report, read as the run summary reads it), one line each,
+  blocking ones first, each with the span or split it came from."""
+  from components.data_gate import policy as gate_policy
+  from pipeline import run_summary
+  findings = [gate_policy.Finding(**f) for f in run_summary.read_gate_findings(report.uri)]
+  return gate_policy.format_findings(findings) or ['  no finding']
+
+
+def drift_table(anomalies):
+  """Every drift measurement of an Anomalies proto (TFDV's `drift_skew_info`): feature, measure,
+  value, threshold, drifted; largest value first."""
+  import pandas as pd
+  from tensorflow_metadata.proto.v0 import anomalies_pb2
+  measure = anomalies_pb2.DriftSkewInfo.DESCRIPTOR.fields_by_name[
+      'drift_measurements'].message_type.enum_types_by_name['Type']
+  rows = [('.'.join(info.path.step), measure.values_by_number[m.type].name, m.value,
+           m.threshold, m.value > m.threshold)
+          for info in anomalies.drift_skew_info for m in info.drift_measurements]
+  table = pd.DataFrame(rows, columns=['feature', 'measure', 'value', 'threshold', 'drifted'])
+  return table.sort_values('value', ascending=False)
 
 
 def _tfx_artifact(artifact, artifact_class):
@@ -215,7 +228,8 @@ def _tfx_artifact(artifact, artifact_class):
 
 
 def statistics_by_split(artifact) -> Dict[str, object]:
-  """{split: DatasetFeatureStatisticsList} of a StatisticsGen output (FeatureStats.pb)."""
+  """{split: DatasetFeatureStatisticsList} of a StatisticsGen or SpanValidator output
+  (FeatureStats.pb)."""
   from tfx.components.statistics_gen import stats_artifact_utils
   from tfx.types import artifact_utils, standard_artifacts
   stats = _tfx_artifact(artifact, standard_artifacts.ExampleStatistics)
@@ -224,7 +238,8 @@ def statistics_by_split(artifact) -> Dict[str, object]:
 
 
 def anomalies_by_split(artifact) -> Dict[str, object]:
-  """{split: Anomalies} of an ExampleValidator output (read as the data gate reads them)."""
+  """{split: Anomalies} of an ExampleValidator or SpanValidator output (read as the data gate
+  reads them)."""
   from components.data_gate import executor as data_gate_executor
   from tfx.types import standard_artifacts
   return data_gate_executor.load_anomalies(

@@ -84,11 +84,12 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
   `for_cluster`: built without ML Metadata or the logs (see the module docstring).
   """
   feedback_dir = home_lib.feedback_dir(config.home)
+  schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   log_gen = ServingLogExampleGen(
       log_dir=home_lib.request_log_dir(config.home), feedback_dir=feedback_dir,
       window_start=window_start, window_end=window_end, model_name=config.model_name,
+      schema=schema_importer.outputs['schema'],
       **({'input_fingerprint': ''} if for_cluster else {}))
-  schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   statistics_gen = tfx.components.StatisticsGen(
       examples=log_gen.outputs['examples'], schema=schema_importer.outputs['schema'],
       stats_options=tfdv.StatsOptions(**STATS_OPTIONS),

@@ -62,6 +62,11 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
       'skipped': {name: _count(window, name)
                   for name in log_gen_spec.SKIPPED_PROPERTIES + log_gen_spec.FEEDBACK_PROPERTIES
                   if mq.custom_property(window, name)},
+      # Logged requests without a value for a feature the model requires, and which.
+      'missing_required': {
+          'examples': mq.custom_property(window, log_gen_spec.MISSING_REQUIRED_PROPERTY) or 0,
+          'features': mq.custom_property(
+              window, log_gen_spec.MISSING_REQUIRED_FEATURES_PROPERTY) or ''},
       'versions': {},
   }
   for node_id, record in sorted(records.items()):
@@ -115,6 +120,10 @@ def format_monitoring(summary: Dict[str, Any]) -> str:
   if summary['skipped']:
     lines.append('  not used (counted): ' + ', '.join(
         f'{name.replace("_", " ")} {count}' for name, count in sorted(summary['skipped'].items())))
+  missing = summary.get('missing_required') or {}
+  if missing.get('examples'):
+    lines.append(f'  requests missing a feature the model requires: {missing["examples"]} '
+                 f'({missing["features"].replace(":", " ").replace(",", ", ")})')
   for version, info in sorted(summary['versions'].items()):
     realized = info.get('realized') or {}
     auc = realized.get('auc')

@@ -1,7 +1,10 @@
 """What a training run did, read back from ML Metadata, as a dict and as a short human summary."""
+import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components.data_gate import policy as gate_policy
+from components.data_gate import spec as gate_spec
 from metadata import connection as metadata_connection
 from metadata import queries as mq
 from metadata.evaluation import slice_metrics
@@ -57,6 +60,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
   if report is not None:
     summary['data_gate'] = {k: mq.custom_property(report, k)
                             for k in ('verdict', 'num_warnings', 'num_blocking')}
+    summary['data_gate']['findings'] = read_gate_findings(report.uri)
   hyperparameters = _first(records, 'Trainer', 'inputs', 'hyperparameters')
   summary['hyperparameters'] = (mq.read_hyperparameters(hyperparameters.uri)
                                 if hyperparameters is not None else None)
@@ -81,8 +85,39 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
   return summary
 
 
+def read_gate_findings(report_uri: str) -> List[Dict[str, Any]]:
+  """Every finding of a DataGate report (`data_gate.json`), blocking ones first; [] if unread."""
+  try:
+    with open(os.path.join(report_uri, gate_spec.REPORT_FILE)) as f:
+      report = json.load(f)
+  except (OSError, ValueError):
+    return []
+  return list(report.get('blocking', [])) + list(report.get('warnings', []))
+
+
 def _metric(row: Optional[Dict[str, Any]], name: str) -> str:
   return f'{row[name]:.3f}' if row and name in row else 'n/a'
+
+
+def format_gate(summary: Dict[str, Any]) -> List[str]:
+  """The data gate's verdict, then every anomaly it judged: blocking first, then warnings, each
+  with the span (or split) it came from."""
+  gate = summary.get('data_gate') or {}
+  lines = [f'  data gate:       {gate.get("verdict", "n/a")}: '
+           f'{gate.get("num_warnings", 0)} warning(s), {gate.get("num_blocking", 0)} blocking']
+  return lines + gate_policy.format_findings(
+      [gate_policy.Finding(**finding) for finding in gate.get('findings') or []], indent=' ' * 4)
+
+
+def format_validation(summary: Dict[str, Any]) -> str:
+  """`loopline validate`: the run, its spans and the data gate's findings."""
+  return '\n'.join([f'Run {summary["run_id"]} (up to the data gate)', _spans_line(summary)]
+                   + format_gate(summary))
+
+
+def _spans_line(summary: Dict[str, Any]) -> str:
+  return f'  spans:           {summary.get("spans")} (versions {summary.get("span_versions")})'
+
 
 
 def format_summary(summary: Dict[str, Any]) -> str:
@@ -91,10 +126,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
   ran = [c for c in summary['components'] if c['state'] == 'COMPLETE']
   cached = [c for c in summary['components'] if c['state'] == 'CACHED']
   lines.append(f'  components:      {len(ran)} executed, {len(cached)} from cache')
-  lines.append(f'  spans:           {summary.get("spans")} (versions {summary.get("span_versions")})')
-  gate = summary.get('data_gate') or {}
-  lines.append(f'  data gate:       {gate.get("verdict", "n/a")}: '
-               f'{gate.get("num_warnings", 0)} warning(s), {gate.get("num_blocking", 0)} blocking')
+  lines.append(_spans_line(summary))
+  lines += format_gate(summary)
   hp = summary.get('hyperparameters')
   hp_text = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                       for k, v in sorted(hp.items())) if hp else 'defaults'

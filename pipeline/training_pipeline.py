@@ -9,7 +9,9 @@ from tfx.proto import range_config_pb2
 
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
+from components.drift_detector.policy import CALENDAR_FEATURES
 from components.span_example_gen.component import SpanRangeCsvExampleGen
+from components.span_validator.component import SpanValidator
 from core.statistics import STATS_OPTIONS
 from metadata import connection as metadata_connection
 from metadata import layout
@@ -100,7 +102,14 @@ def create_pipeline(config: PipelineConfig,
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_importer.outputs['schema'])
+  # Each span on its own, and the newest against the ones before it. Calendar features are not
+  # compared: a half-year span cannot have the month mix of the years before it.
+  span_validator = SpanValidator(examples=example_gen.outputs['examples'],
+                                 schema=schema_importer.outputs['schema'],
+                                 stats_options=tfdv.StatsOptions(**STATS_OPTIONS),
+                                 drift_excluded_features=CALENDAR_FEATURES)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
+                       span_anomalies=span_validator.outputs['anomalies'],
                        severity_policy=config.severity_policy)
   # No pre/post-transform statistics inside Transform: the raw data's statistics are
   # StatisticsGen's (validated by the gate, the drift baseline), and nothing reads the others.
@@ -112,8 +121,8 @@ def create_pipeline(config: PipelineConfig,
       disable_statistics=True)
   transform.add_upstream_node(data_gate)
 
-  components = [example_gen, statistics_gen, schema_importer, example_validator, data_gate,
-                transform]
+  components = [example_gen, statistics_gen, schema_importer, example_validator, span_validator,
+                data_gate, transform]
   if config.enable_tuning:
     tuner = tfx.components.Tuner(
         tuner_fn=TUNER_FN,

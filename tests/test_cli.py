@@ -40,6 +40,51 @@ def test_missing_schema(sample_data_root, tmp_path, capsys):
   assert code == cli.EXIT_BAD_INPUT and 'none.pbtxt' in err and 'does not exist' in err
 
 
+def test_a_missing_holdout_span_is_bad_input_before_anything_runs(sample_data_root, tmp_path,
+                                                                  capsys):
+  home = tmp_path / 'home'
+  code, err = _run(capsys, '--home', str(home), 'train', '--quick', '--spans', '1-2',
+                   '--data-root', sample_data_root, '--holdout-spans', '6-8')
+  assert code == cli.EXIT_BAD_INPUT and 'span(s) [6, 7, 8] not found' in err
+  assert not os.path.exists(home / 'metadata') and not os.path.exists(home / 'pipeline_root')
+
+
+def test_a_holdout_among_the_training_spans_is_bad_input(sample_data_root, tmp_path, capsys):
+  code, err = _run(capsys, '--home', str(tmp_path), 'train', '--quick', '--spans', '1-2',
+                   '--data-root', sample_data_root, '--holdout-spans', '2-2')
+  assert code == cli.EXIT_BAD_INPUT
+  assert 'holdout spans 2-2 overlap the training spans 1-2' in err
+
+
+def test_the_default_holdout_is_the_future_spans_when_they_exist_and_do_not_train(
+    sample_data_root, tmp_path):
+  from pipeline import training_run
+  from pipeline.config import PipelineConfig
+  assert training_run.default_holdout(PipelineConfig(home=str(tmp_path))) == ((6, 8), None)
+  spans_missing = training_run.default_holdout(PipelineConfig(
+      home=str(tmp_path), data_root=sample_data_root, first_span=1, last_span=2))
+  assert spans_missing[0] is None and 'span(s) [6, 7, 8] not found' in spans_missing[1]
+  training = training_run.default_holdout(PipelineConfig(home=str(tmp_path), last_span=8))
+  assert training == (None, 'no time-ordered holdout: the future spans 6-8 are among the '
+                            'training spans 1-8')
+
+
+def test_an_unusable_severity_policy_is_bad_input(sample_data_root, tmp_path, capsys):
+  policy = tmp_path / 'policy.json'
+  policy.write_text('{"warning_types": ["COMPARATOR_L_INFTY"]}')
+  for command in ('train', 'validate'):
+    code, err = _run(capsys, '--home', str(tmp_path), command, '--quick', '--spans', '1-2',
+                     '--data-root', sample_data_root, '--severity-policy', str(policy))
+    assert code == cli.EXIT_BAD_INPUT, command
+    assert "policy.json': unknown anomaly type(s) in warning_types: ['COMPARATOR_L_INFTY']" in err
+
+
+def test_validate_checks_its_inputs_too(tmp_path, capsys):
+  code, err = _run(capsys, '--home', str(tmp_path), 'validate', '--data-root',
+                   str(tmp_path / 'nowhere'))
+  assert code == cli.EXIT_BAD_INPUT and 'does not exist' in err
+
+
 @pytest.mark.parametrize('text', ['a-b', '5-1', '-1'])
 def test_bad_span_range_is_a_usage_error(text, capsys):
   with pytest.raises(SystemExit) as exit_info:

@@ -4,6 +4,7 @@ the new version is served as canary, and its traffic is monitored like the rest:
 canary each scored on their own labelled requests. Asserted through ML Metadata and the server's
 status. The loop runs once per session (`loop_results` in tests/conftest.py)."""
 import os
+import re
 
 import pytest
 
@@ -50,6 +51,23 @@ def test_the_labelled_window_became_a_span_and_the_retrained_model_is_canary(loo
   assert status[str(results['canary_version'])] == 'AVAILABLE'
   answered = results['canary_replay']['versions']
   assert set(answered) == {str(results['first_version']), str(results['canary_version'])}
+
+
+def test_the_new_span_passes_the_gate_its_drift_a_warning_on_the_console_and_the_report(
+    loop_results):
+  """The labelled serving window (fares inflated) drifts from the spans before it: the retrain's
+  gate warns, naming fare and span 3, and lets it train. Its structure, types and presence (data
+  written by the loop) raise nothing."""
+  _, results, _ = loop_results
+  [retrain] = [stage for stage in results['stages'] if stage.name == '5. retrain']
+  assert re.search(r'data gate: +warnings: \d+ warning\(s\), 0 blocking', retrain.text)
+  findings = [line.strip() for line in retrain.text.splitlines() if line.startswith('      - ')]
+  assert any(line.startswith('- fare: span 3 against spans 1-2: ') and line.endswith(
+      '[COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH, span 3 (version 1)]') for line in findings)
+  assert all(re.search(r'\[COMPARATOR_\w+, span 3 \(version 1\)\]$', line) for line in findings
+             if 'span 3 (version 1)' in line), findings
+  with open(results['report']) as f:
+    assert 'COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH, span 3 (version 1)]' in f.read()
 
 
 def test_the_report_links_every_stage(loop_results):

@@ -19,6 +19,15 @@ def test_counts_of_unusable_feedback_and_logs_are_reported():
   assert text.endswith('-> no action')
 
 
+def test_requests_missing_a_required_feature_are_counted_and_named():
+  summary = _summary()
+  summary['missing_required'] = {'examples': 12, 'features': 'fare:12,payment_type:2'}
+  assert ('requests missing a feature the model requires: 12 (fare 12, payment_type 2)'
+          in monitoring_run.format_monitoring(summary))
+  summary['missing_required'] = {'examples': 0, 'features': ''}
+  assert 'missing a feature' not in monitoring_run.format_monitoring(summary)
+
+
 def test_a_schema_break_is_not_a_reason_to_retrain():
   summary = _summary(verdict='critical', critical_features='company', schema_break=True)
   text = monitoring_run.format_monitoring(summary)

@@ -88,6 +88,9 @@ def test_data_notebook(home_env):
   assert re.search(r'drift span 2 vs 1: \d+ features compared', line)
   assert int(re.search(r'(\d+) features compared', line).group(1)) >= 10
   assert 'schema: ' in text and 'data gate: verdict=' in text
+  findings = summary['data_gate']['findings']          # the gate's findings, as the run saw them
+  assert (findings[0]['description'] in text) if findings else ('  no finding' in text)
+  assert re.search(r'span 2: \d+ rows, \d+ anomalies', text)   # SpanValidator, per span
   assert re.search(r'statistics train: \d+ examples', text)
   assert 'text/html' in _display_types(book)             # TFDV's visualizations
 

@@ -60,3 +60,32 @@ def test_the_worst_slice_is_one_where_auc_means_something():
   ]
   assert run_summary.worst_slice(slices)['slice'] == 'company=B'    # 20 positives: enough
   assert run_summary.worst_slice(slices[:3]) is None
+
+
+def test_the_span_validator_feeds_the_data_gate_and_compares_no_calendar_feature(tmp_path):
+  import json
+  from components.drift_detector.policy import CALENDAR_FEATURES
+  pipeline = training_pipeline.create_pipeline(PipelineConfig.quick(str(tmp_path)))
+  gate = next(c for c in pipeline.components if c.id == 'DataGate')
+  assert gate.inputs['span_anomalies'].producer_component_id == 'SpanValidator'
+  validator = next(c for c in pipeline.components if c.id == 'SpanValidator')
+  assert json.loads(validator.exec_properties['drift_excluded_features']) == sorted(
+      CALENDAR_FEATURES)
+
+
+def test_the_run_summary_lists_every_gate_finding_blocking_first_with_its_span():
+  from pipeline import run_summary
+  finding = dict(feature='payment_type', anomaly_type='COMPARATOR_L_INFTY_HIGH',
+                 description='span 6 against spans 1-5: L-infinity 0.21', severity='warning',
+                 source='span 6 (version 1)', span=6)
+  summary = {'run_id': 'r', 'components': [], 'spans': '1-6', 'span_versions': '1:1,6:1',
+             'data_gate': {'verdict': 'warnings', 'num_warnings': 1, 'num_blocking': 0,
+                           'findings': [finding]}}
+  for text in (run_summary.format_summary(summary), run_summary.format_validation(summary)):
+    lines = text.splitlines()
+    gate = next(i for i, line in enumerate(lines) if 'data gate:' in line)
+    assert lines[gate:gate + 3] == [
+        '  data gate:       warnings: 1 warning(s), 0 blocking',
+        '    warnings (1):',
+        '      - payment_type: span 6 against spans 1-5: L-infinity 0.21 '
+        '[COMPARATOR_L_INFTY_HIGH, span 6 (version 1)]']

@@ -23,7 +23,8 @@ from tests.conftest import read_span, sample_spans, write_span
 pytestmark = pytest.mark.timeout(900)
 
 BEFORE_EVALUATOR = ('SpanRangeCsvExampleGen', 'ImportSchemaGen', 'StatisticsGen',
-                    'ExampleValidator', 'DataGate', 'Transform', 'Tuner', 'Trainer')
+                    'SpanValidator', 'ExampleValidator', 'DataGate', 'Transform', 'Tuner',
+                    'Trainer')
 
 
 def _config(home, data_root, **overrides):
@@ -152,3 +153,89 @@ def test_broken_span_stops_at_the_gate_and_pushes_nothing(first_run, tmp_path):
   records = _records(broken)
   assert 'Transform' not in records and 'AtomicPusher' not in records
   assert _versions(config) == versions_before
+
+
+# --- the data gate per span (issue 22): each break on a sample, named with its span -----------
+
+IN_PROCESS_BEAM = '--beam-arg=--direct_running_mode=in_memory'
+
+
+def _with_span_3(tmp_path, source_root, change_rows, drop=(), add=()):
+  """The sample's spans 1-2 and a sample of bundled span 3, changed by `change_rows(rows)`,
+  without the columns `drop` and with the columns `add` (filled by change_rows)."""
+  data_root = str(tmp_path / 'spans')
+  shutil.copytree(source_root, data_root)
+  header, rows = read_span(3)
+  rows = rows[::4]
+  change_rows(rows)
+  write_span(data_root, 3, [c for c in header if c not in drop] + list(add), rows)
+  return data_root
+
+
+def test_a_column_dropped_from_a_whole_span_stops_the_run_naming_span_file_and_column(
+    first_run, tmp_path, capsys):
+  from loopline import cli
+  config, _ = first_run
+  data_root = _with_span_3(tmp_path, config.data_root, lambda rows: None,
+                           drop=('trip_seconds',))
+  versions_before = _versions(config)
+  code = cli.main(['--home', config.home, 'train', '--quick', '--spans', '1-3', '--min-auc',
+                   '0.7', '--data-root', data_root, IN_PROCESS_BEAM])
+  out, err = capsys.readouterr()
+  assert code == cli.EXIT_DATA_GATE
+  assert 'Note: no time-ordered holdout: span(s) [6, 7, 8] not found' in out
+  assert ("    - trip_seconds: column 'trip_seconds' missing from the header of "
+          "span-3/version-1/data.csv (span 3, version 1) [SCHEMA_MISSING_COLUMN, span 3 "
+          "(version 1)]") in err.split('  warnings')[0]
+  assert 'Nothing was trained or pushed' in err
+  records = _records(config)
+  assert records['DataGate'].state == 'FAILED'
+  assert 'Transform' not in records and 'AtomicPusher' not in records
+  assert _versions(config) == versions_before
+
+
+def test_a_feature_emptied_on_a_fifth_of_a_span_stops_the_run(first_run, tmp_path):
+  config, _ = first_run
+
+  def empty_company(rows):
+    with_company = [row for row in rows if row['company']]
+    for row in with_company[:len(rows) // 5]:
+      row['company'] = ''
+  data_root = _with_span_3(tmp_path, config.data_root, empty_company)
+  versions_before = _versions(config)
+  emptied = _config(config.home, data_root, last_span=3,
+                    beam_pipeline_args=('--direct_running_mode=in_memory',))
+  with pytest.raises(DataGateError) as error:
+    training_run.train(emptied)
+  blocking = str(error.value).split('  warnings')[0]
+  assert '    - company: present in ' in blocking
+  assert 'of the rows of span 3, ' in blocking and 'of spans 1-2' in blocking
+  assert '[FEATURE_TYPE_LOW_FRACTION_PRESENT, span 3 (version 1)]' in blocking
+  records = _records(emptied)
+  assert 'Transform' not in records and 'AtomicPusher' not in records
+  assert _versions(config) == versions_before
+
+
+def test_a_new_column_and_a_new_category_mix_are_warnings_on_the_console(tmp_path, capsys):
+  from loopline import cli
+
+  def change(rows):
+    cash = [row for row in rows if row['payment_type'] == 'Cash']
+    for row in cash[::2]:
+      row['payment_type'] = 'Credit Card'     # card readers in every cab
+    for row in rows:
+      row['tip_share'] = '0.1'                # a column upstream added
+  data_root = _with_span_3(tmp_path, sample_spans(str(tmp_path / 'sample')), change,
+                           add=('tip_share',))
+  code = cli.main(['--home', str(tmp_path / 'home'), 'validate', '--quick', '--spans', '1-3',
+                   '--data-root', data_root])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert 'data gate:       warnings: ' in out and ' 0 blocking' in out
+  warnings = out.split('    warnings (')[1]
+  assert ("- tip_share: column 'tip_share' not in the schema, found in the header of "
+          "span-3/version-1/data.csv (span 3, version 1) [SCHEMA_NEW_COLUMN, span 3 "
+          "(version 1)]") in warnings
+  assert '- payment_type: span 3 against spans 1-2: The Linfty distance between current and ' \
+         'previous is ' in warnings
+  assert '[COMPARATOR_L_INFTY_HIGH, span 3 (version 1)]' in warnings

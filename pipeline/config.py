@@ -40,12 +40,14 @@ class PipelineConfig:
   last_span: int = spans.TRAINING_SPANS[1]
   eval_hash_buckets: Tuple[int, int] = (4, 1)      # train : eval
   enable_tuning: bool = True
-  max_trials: int = 4
+  max_trials: int = 6                              # alternating families (models/model.py)
   tuner_train_steps: int = 600
   train_steps: int = 2000
   eval_steps: int = 20
   min_auc: float = 0.85                           # absolute blessing threshold
   max_auc_drop: float = 0.01                       # allowed AUC drop against the baseline
+  max_ece: float = 0.02                            # blessing: expected calibration error below
+  seed: int = 42                                   # the search's and the Trainer's random seed
   severity_policy: policy_lib.SeverityPolicy = dataclasses.field(
       default_factory=policy_lib.SeverityPolicy)
   beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
@@ -70,6 +72,8 @@ class PipelineConfig:
       raise ValueError(f'invalid span range {self.first_span}-{self.last_span}')
     if not 0.0 <= self.min_auc <= 1.0:
       raise ValueError(f'min_auc must be within [0, 1], got {self.min_auc}')
+    if not 0.0 < self.max_ece <= 1.0:
+      raise ValueError(f'max_ece must be within (0, 1], got {self.max_ece}')
     if self.max_trials < 1 or self.train_steps < 1 or self.eval_steps < 1:
       raise ValueError('max_trials, train_steps and eval_steps must be positive')
 

@@ -22,11 +22,14 @@ Pure NumPy and scikit-learn: no TensorFlow import.
 """
 import dataclasses
 import json
+import os
 from typing import Dict, Tuple
 
 import numpy as np
 
 ECE_BINS = 10
+EXPORT_FILE = os.path.join('assets.extra', 'calibration.json')
+"""Where an exported model (models/model.py) keeps the calibrator its `serving_default` applies."""
 PLATT, ISOTONIC = 'platt', 'isotonic'
 METHODS = (PLATT, ISOTONIC)
 CROSS_VALIDATION_FOLDS = 5
@@ -112,6 +115,12 @@ class Calibrator:
     fields = json.loads(text)
     fields['x'], fields['y'] = tuple(fields.get('x', ())), tuple(fields.get('y', ()))
     return cls(**fields)
+
+
+def read_exported(model_dir: str) -> Calibrator:
+  """The calibrator an exported model applies in `serving_default` (EXPORT_FILE)."""
+  with open(os.path.join(model_dir, EXPORT_FILE)) as f:
+    return Calibrator.from_json(f.read())
 
 
 def _fit_platt(logits: np.ndarray, labels: np.ndarray) -> Calibrator:

@@ -52,7 +52,6 @@ STEPS_PER_EPOCH = 50
 EARLY_STOPPING_PATIENCE = 4
 MAX_TREES = 500
 DEFAULT_SEED = 42
-CALIBRATION_FILE = os.path.join('assets.extra', 'calibration.json')
 
 FAMILY = 'family'
 TREES, NETWORK = 'gradient_boosted_trees', 'network'
@@ -64,9 +63,6 @@ DEFAULT_HYPERPARAMETERS = {
     NETWORK: {'normalization': 'log_z_score', 'hidden_units': 64, 'num_layers': 2,
               'dropout': 0.1, 'learning_rate': 3e-3},
 }
-# Trees split on numbers: the z-scores (any monotonic transform splits alike), the coordinate
-# buckets, and the category ids.
-TREE_NORMALIZATION = 'z_score'
 
 
 def search_space() -> keras_tuner.HyperParameters:
@@ -254,10 +250,18 @@ def _fit_network(hp: keras_tuner.HyperParameters, split: TimeOrderedSplit, train
 # ---------------------------------------------------------------------------------------------
 # The gradient boosted trees family.
 
-def _fit_trees(hp: keras_tuner.HyperParameters, split: TimeOrderedSplit,
-               seed: int) -> trees.TreeEnsemble:
+def tree_input_keys() -> List[str]:
+  """The columns the trees split on: the numeric features' z-scores (any monotonic transform
+  splits alike), the coordinate buckets, and the category ids, all as numbers."""
+  return model_input_keys('z_score')
+
+
+def fit_trees(hp: keras_tuner.HyperParameters, split: TimeOrderedSplit, seed: int,
+              keys: Optional[List[str]] = None) -> trees.TreeEnsemble:
+  """Gradient boosted trees on `keys` (default `tree_input_keys()`), early-stopped on the
+  validation window."""
   import tensorflow_decision_forests as tfdf    # only here: it loads TF-DF's training ops
-  keys = model_input_keys(TREE_NORMALIZATION)
+  keys = keys or tree_input_keys()
 
   def dataset(columns: Columns) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(
@@ -285,7 +289,7 @@ def fit_family(hp: keras_tuner.HyperParameters, split: TimeOrderedSplit, train_s
   """The model of `hp`'s family, fitted on `split` (see module docstring): a callable from
   transformed columns to logits [batch, 1]."""
   if hp.get(FAMILY) == TREES:
-    return _fit_trees(hp, split, seed)
+    return fit_trees(hp, split, seed)
   return _fit_network(hp, split, train_steps, seed, callbacks or [])
 
 
@@ -432,16 +436,10 @@ def export(scorer: Scorer, calibrator: calibration.Calibrator,
       features.SERVING_SIGNATURE: serve_examples,
       features.RAW_LOGIT_SIGNATURE: raw_logit,
       features.TRANSFORM_SIGNATURE: transform_features})
-  path = os.path.join(serving_model_dir, CALIBRATION_FILE)
+  path = os.path.join(serving_model_dir, calibration.EXPORT_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(calibrator.to_json())
-
-
-def read_calibrator(model_dir: str) -> calibration.Calibrator:
-  """The calibrator an exported model applies in `serving_default`."""
-  with tf.io.gfile.GFile(os.path.join(model_dir, CALIBRATION_FILE)) as f:
-    return calibration.Calibrator.from_json(f.read())
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

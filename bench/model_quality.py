@@ -16,9 +16,10 @@ Measured: AUC, PR-AUC (average precision), log loss and expected calibration err
 models/calibration.py), overall, on credit-card trips alone, per payment type and per hour; for
 each, the median over the seeds and the spread (min-max). Also the search of each Loopline run
 (the families' validation log loss: which family won and by how much) and, on the first run's
-transformed data, the engineered feature groups the issue proposed, each added to the trees'
-inputs, scored on the same time-ordered validation window the search ranks on (a group is useful
-if it lowers that log loss).
+transformed data, the engineered feature groups issue 14 proposed, each added to the trees'
+inputs, scored on the same time-ordered validation window the search ranks on: a group is useful
+if it lowers that window's log loss by more than twice the standard error of the row-by-row
+difference (paired, the same rows with and without the group).
 
 Ends with the issue's targets (median log loss <= the baseline's, median AUC within the
 baseline's seed spread or above, holdout ECE < 0.02) as met / NOT met. Prints tables and writes
@@ -199,6 +200,7 @@ def feature_group_study(transform_graph_uri: str, train_rows, test_rows, schema_
   hp = model_lib.search_space()
   hp.values.update({model_lib.FAMILY: model_lib.TREES, **tree_hyperparameters})
   result = {}
+  base_losses = None
   for group in [None] + list(train_groups):
     extra_train = train_groups.get(group, {})
     extra_test = test_groups.get(group, {})
@@ -206,16 +208,26 @@ def feature_group_study(transform_graph_uri: str, train_rows, test_rows, schema_
     keys = model_lib.tree_input_keys() + list(extra_train)
     ensemble = model_lib.fit_trees(hp, split, model_lib.DEFAULT_SEED, keys=keys)
     validation = model_lib.validation_metrics(ensemble, split)
+    labels = split.validation[model_lib.LABEL]
+    p = np.clip(calibration.sigmoid(model_lib.logits(ensemble, split.validation)), 1e-7, 1 - 1e-7)
+    losses = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    base_losses = losses if base_losses is None else base_losses
+    gain = base_losses - losses             # per row: how much lower the log loss is with it
     test_columns = {**test, **extra_test}
     holdout = calibration.sigmoid(model_lib.logits(ensemble, test_columns))
-    labels = test_columns[model_lib.LABEL]
+    test_labels = test_columns[model_lib.LABEL]
     row = {'columns': list(extra_train), 'validation_log_loss': validation['val_loss'],
            'validation_auc': validation.get('val_auc'),
-           'holdout_log_loss': calibration.log_loss(labels, holdout),
-           'holdout_auc': scores(labels, holdout).get('auc')}
+           'validation_log_loss_gain': float(gain.mean()),
+           'gain_standard_error': float(gain.std(ddof=1) / np.sqrt(len(gain))),
+           'useful': bool(group) and bool(gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))),
+           'holdout_log_loss': calibration.log_loss(test_labels, holdout),
+           'holdout_auc': scores(test_labels, holdout).get('auc')}
     result[group or BASE_GROUP] = row
-    say(f'  {group or BASE_GROUP:<26} validation log loss {row["validation_log_loss"]:.4f}  '
-        f'holdout log loss {row["holdout_log_loss"]:.4f}')
+    say(f'  {group or BASE_GROUP:<24} validation log loss {row["validation_log_loss"]:.4f} '
+        f'(lower by {row["validation_log_loss_gain"]:+.4f} +- {row["gain_standard_error"]:.4f}: '
+        f'{"useful" if row["useful"] else "not useful"}), holdout log loss '
+        f'{row["holdout_log_loss"]:.4f}')
   return result
 
 
@@ -335,6 +347,12 @@ def main(argv=None) -> int:
                          for family, info in (search.get('by_family') or {}).items())
     say(f'  seed {run["seed"]}: picked {run["hyperparameters"].get("family")} ({families}); '
         f'calibration {(run["calibration"] or {}).get("method")}')
+  say('\nEngineered feature groups on the trees (useful: validation log loss lower by more than '
+      'twice its standard error):')
+  for name, row in groups.items():
+    if name != BASE_GROUP:
+      say(f'  {name:<24} {row["validation_log_loss_gain"]:+.4f} +- '
+          f'{row["gain_standard_error"]:.4f}: {"useful" if row["useful"] else "not useful"}')
   say('\nTargets:')
   for target, value, met in checks:
     say(f'  {"met    " if met else "NOT met"}  {target}: {value}')

@@ -93,7 +93,8 @@ def hyperparameters_from(config) -> keras_tuner.HyperParameters:
   family = hp.values.get(FAMILY)
   if family not in FAMILIES:
     raise ValueError(f'hyperparameters have family {family!r}, expected one of {FAMILIES}: they '
-                     'were not produced by this model\'s tuner_fn')
+                     'were not produced by this model\'s tuner_fn (tuned by a Loopline before '
+                     'the model families? run once with tuning on)')
   missing = sorted(set(DEFAULT_HYPERPARAMETERS[family]) - set(hp.values))
   if missing:
     raise ValueError(f'hyperparameters of family {family} lack {missing}; they were not '

@@ -42,8 +42,7 @@ class PipelineConfig:
   enable_tuning: bool = True
   max_trials: int = 6                              # alternating families (models/model.py)
   tuner_train_steps: int = 600
-  train_steps: int = 2000
-  eval_steps: int = 20
+  train_steps: int = 2000                          # the network's; the trees stop on their own
   # Blessing thresholds, from the model's measured figures (README, "Model quality"): its AUC on
   # the eval split less three standard errors of an AUC on that split's size; its expected
   # calibration error below 0.02.
@@ -78,8 +77,8 @@ class PipelineConfig:
       raise ValueError(f'min_auc must be within [0, 1], got {self.min_auc}')
     if not 0.0 < self.max_ece <= 1.0:
       raise ValueError(f'max_ece must be within (0, 1], got {self.max_ece}')
-    if self.max_trials < 1 or self.train_steps < 1 or self.eval_steps < 1:
-      raise ValueError('max_trials, train_steps and eval_steps must be positive')
+    if self.max_trials < 1 or self.train_steps < 1 or self.tuner_train_steps < 1:
+      raise ValueError('max_trials, train_steps and tuner_train_steps must be positive')
 
   @classmethod
   def for_home(cls, home: str, quick: bool = False, **overrides) -> 'PipelineConfig':
@@ -94,7 +93,7 @@ class PipelineConfig:
   @classmethod
   def quick(cls, home: str, **overrides) -> 'PipelineConfig':
     """Smoke run: the full component chain on few steps and a two-trial search, Beam in-process."""
-    settings = dict(max_trials=2, tuner_train_steps=100, train_steps=300, eval_steps=5,
+    settings = dict(max_trials=2, tuner_train_steps=100, train_steps=300,
                     beam_pipeline_args=IN_MEMORY_BEAM_ARGS)
     settings.update(overrides)
     return cls(home=home, **settings)

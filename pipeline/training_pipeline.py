@@ -129,8 +129,8 @@ def create_pipeline(config: PipelineConfig,
         tuner_fn=TUNER_FN,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
+        # Every trial validates on the whole time-ordered window (models/model.py): no eval steps.
         train_args=tfx.proto.TrainArgs(num_steps=config.tuner_train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config={'max_trials': config.max_trials, 'seed': config.seed})
     hyperparameters = tuner.outputs['best_hyperparameters']
     components.append(tuner)
@@ -152,8 +152,7 @@ def create_pipeline(config: PipelineConfig,
       schema=schema_importer.outputs['schema'],
       hyperparameters=hyperparameters,
       custom_config={'seed': config.seed},
-      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps))
+      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps))
   baseline_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

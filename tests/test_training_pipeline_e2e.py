@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.data_gate.executor import DataGateError
 from core import examples as examples_lib
@@ -134,7 +135,11 @@ def test_a_model_above_the_calibration_error_threshold_is_not_blessed(first_run)
   assert summary['overall']['expected_calibration_error'] > 1e-4
   assert summary['blessed'] is False and not summary.get('pushed_version')
   assert _versions(config) == versions_before
-  assert _records(strict)['Trainer'].state == 'CACHED'      # only the Evaluator judged anew
+  records = _records(strict)
+  assert records['Trainer'].state == 'CACHED'      # only the Evaluator judged anew
+  validation = tfma.load_validation_result(records['Evaluator'].outputs['evaluation'][0].uri)
+  failed = {f.metric_key.name for v in validation.metric_validations_per_slice for f in v.failures}
+  assert failed == {'expected_calibration_error'}
 
 
 def test_rerun_with_nothing_changed_comes_from_cache(first_run):

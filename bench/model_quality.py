@@ -208,9 +208,9 @@ def feature_group_study(transform_graph_uri: str, train_rows, test_rows, schema_
     keys = model_lib.tree_input_keys() + list(extra_train)
     ensemble = model_lib.fit_trees(hp, split, model_lib.DEFAULT_SEED, keys=keys)
     validation = model_lib.validation_metrics(ensemble, split)
-    labels = split.validation[model_lib.LABEL]
-    p = np.clip(calibration.sigmoid(model_lib.logits(ensemble, split.validation)), 1e-7, 1 - 1e-7)
-    losses = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    losses = calibration.row_log_loss(
+        split.validation[model_lib.LABEL],
+        calibration.sigmoid(model_lib.logits(ensemble, split.validation)))
     base_losses = losses if base_losses is None else base_losses
     gain = base_losses - losses             # per row: how much lower the log loss is with it
     test_columns = {**test, **extra_test}
@@ -220,7 +220,7 @@ def feature_group_study(transform_graph_uri: str, train_rows, test_rows, schema_
            'validation_auc': validation.get('val_auc'),
            'validation_log_loss_gain': float(gain.mean()),
            'gain_standard_error': float(gain.std(ddof=1) / np.sqrt(len(gain))),
-           'useful': bool(group) and bool(gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))),
+           'useful': bool(group) and calibration.clearly_lower(losses, base_losses),
            'holdout_log_loss': calibration.log_loss(test_labels, holdout),
            'holdout_auc': scores(test_labels, holdout).get('auc')}
     result[group or BASE_GROUP] = row

@@ -39,6 +39,17 @@ def test_isotonic_is_chosen_where_no_sigmoid_fits():
   assert all(b >= a for a, b in zip(fitted.y, fitted.y[1:]))
 
 
+def test_isotonic_needs_an_edge_beyond_the_folds_noise():
+  rng = np.random.default_rng(0)
+  platt = rng.exponential(0.3, 2000)
+  # A consistent gain of 0.01 a row: clearly lower.
+  assert calibration.clearly_lower(platt - 0.01, platt)
+  # A mean gain of 0.002 under noise of 0.3 a row (standard error ~0.007): the folds' luck.
+  noisy = platt - 0.002 + rng.normal(0, 0.3, 2000)
+  assert noisy.mean() < platt.mean() and not calibration.clearly_lower(noisy, platt)
+  assert not calibration.clearly_lower(platt + 0.01, platt)
+
+
 def test_calibrator_round_trips_through_json():
   logits, labels = _sample(lambda z: np.where(z < 0.0, 0.1, 0.9))
   fitted = calibration.fit(logits, labels)

@@ -15,6 +15,7 @@ from metadata import layout
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
+TUNER_RESULTS_FILE = 'tuner_results.json'           # TFX's Tuner, output `tuner_results`
 
 
 @dataclasses.dataclass
@@ -32,6 +33,16 @@ class ExecutionRecord:
   def seconds(self) -> float:
     return (self.execution.last_update_time_since_epoch -
             self.execution.create_time_since_epoch) / 1000.0
+
+
+def read_tuner_results(uri: str) -> Optional[List[Dict[str, Any]]]:
+  """The completed trials of a TunerResults artifact (the Tuner's tuner_results.json: trial_id,
+  score and the trial's hyperparameters), best first; None if unreadable."""
+  try:
+    with open(os.path.join(uri, TUNER_RESULTS_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def read_hyperparameters(uri: str) -> Optional[Dict[str, Any]]:

@@ -35,6 +35,7 @@ from core import home as home_lib
 from core.statistics import STATS_OPTIONS
 from metadata import lineage
 from metadata import connection as metadata_connection
+from models import calibration_metric
 from models import features
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
@@ -72,7 +73,7 @@ def realized_eval_config() -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name=name) for name in (
               'ExampleCount', 'AUC', 'AUCPrecisionRecall', 'BinaryAccuracy', 'Precision',
-              'Recall', 'Calibration')])])
+              'Recall', 'Calibration')] + [calibration_metric.metric_config()])])
 
 
 def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[int] = None,

@@ -12,7 +12,7 @@ from pipeline.config import PipelineConfig
 
 DRIFT_PREFIX = 'DriftDetector_'
 REALIZED_PREFIX = 'RealizedMetrics_'
-REALIZED_METRICS = ('auc', 'binary_accuracy', 'example_count')
+REALIZED_METRICS = ('auc', 'binary_accuracy', 'expected_calibration_error', 'example_count')
 
 
 def monitor(config: PipelineConfig, window_start: Optional[int] = None,
@@ -126,13 +126,14 @@ def format_monitoring(summary: Dict[str, Any]) -> str:
                  f'({missing["features"].replace(":", " ").replace(",", ", ")})')
   for version, info in sorted(summary['versions'].items()):
     realized = info.get('realized') or {}
-    auc = realized.get('auc')
+    auc, ece = realized.get('auc'), realized.get('expected_calibration_error')
     lines.append(
         f'  version {version}: drift {info.get("verdict")}'
         f'{" (schema break)" if info.get("schema_break") else ""}'
         f'{"; drifted: " + info["drifted_features"] if info.get("drifted_features") else ""}'
         f'{"; critical: " + info["critical_features"] if info.get("critical_features") else ""}'
-        f'; realized AUC {f"{auc:.3f}" if auc is not None else "n/a"} on '
+        f'; realized AUC {f"{auc:.3f}" if auc is not None else "n/a"}, ECE '
+        f'{f"{ece:.3f}" if ece is not None else "n/a"} on '
         f'{int(realized.get("example_count") or 0)} labelled examples')
     if info.get('report_html'):
       lines.append(f'    report: {info["report_html"]}')

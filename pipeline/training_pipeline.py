@@ -2,6 +2,8 @@
 -> AtomicPusher. `create_pipeline(config)` builds it for any runner (LocalDagRunner here,
 KubeflowV2DagRunner for Kubeflow); `metadata_connection_config(config)` is its MLMD store.
 """
+from typing import List
+
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -16,6 +18,7 @@ from core.statistics import STATS_OPTIONS
 from metadata import connection as metadata_connection
 from metadata import layout
 from metadata import queries as metadata_queries
+from models import calibration_metric
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -44,8 +47,13 @@ def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
              for a in store.get_artifacts_by_context(pipeline_context.id))
 
 
+def _overall_threshold(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
+  return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """Sliced metrics with an absolute AUC threshold and a change threshold against the baseline."""
+  """Sliced metrics; blessing: an absolute AUC threshold, a change threshold against the
+  baseline, and the expected calibration error below `max_ece`."""
   auc_threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
       change_threshold=tfma.GenericChangeThreshold(
@@ -55,14 +63,16 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       tfma.MetricConfig(class_name='ExampleCount'),
       # Thresholds on the overall slice only: small slices (one company, one hour) are too noisy
       # to gate on; the run summary and the model-analysis notebook show the worst slices.
-      tfma.MetricConfig(class_name='AUC', config=AUC_CONFIG, per_slice_thresholds=[
-          tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                       threshold=auc_threshold)]),
+      tfma.MetricConfig(class_name='AUC', config=AUC_CONFIG,
+                        per_slice_thresholds=_overall_threshold(auc_threshold)),
       tfma.MetricConfig(class_name='AUCPrecisionRecall', config=AUC_CONFIG),
       tfma.MetricConfig(class_name='BinaryAccuracy'),
       tfma.MetricConfig(class_name='Precision'),
       tfma.MetricConfig(class_name='Recall'),
       tfma.MetricConfig(class_name='Calibration'),
+      calibration_metric.metric_config(per_slice_thresholds=_overall_threshold(
+          tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+              upper_bound={'value': config.max_ece})))),
       tfma.MetricConfig(class_name='MeanLabel'),
       tfma.MetricConfig(class_name='MeanPrediction'),
   ]
@@ -128,9 +138,9 @@ def create_pipeline(config: PipelineConfig,
         tuner_fn=TUNER_FN,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
+        # Every trial validates on the whole time-ordered window (models/model.py): no eval steps.
         train_args=tfx.proto.TrainArgs(num_steps=config.tuner_train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
-        custom_config={'max_trials': config.max_trials})
+        custom_config={'max_trials': config.max_trials, 'seed': config.seed})
     hyperparameters = tuner.outputs['best_hyperparameters']
     components.append(tuner)
   elif reuse_tuned_hyperparameters:
@@ -150,8 +160,8 @@ def create_pipeline(config: PipelineConfig,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_importer.outputs['schema'],
       hyperparameters=hyperparameters,
-      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps))
+      custom_config={'seed': config.seed},
+      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps))
   baseline_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

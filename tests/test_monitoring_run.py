@@ -7,7 +7,8 @@ def _summary(**version_info):
           'skipped': {'labels_unknown': 3, 'corrupt_records': 1},
           'versions': {'7': dict({'verdict': 'no_drift', 'drifted_features': '',
                                   'critical_features': '', 'schema_break': False,
-                                  'realized': {'auc': 0.91, 'example_count': 100.0}},
+                                  'realized': {'auc': 0.91, 'expected_calibration_error': 0.034,
+                                               'example_count': 100.0}},
                                  **version_info)},
           'retrain': False, 'schema_break': version_info.get('schema_break', False)}
 
@@ -15,7 +16,8 @@ def _summary(**version_info):
 def test_counts_of_unusable_feedback_and_logs_are_reported():
   text = monitoring_run.format_monitoring(_summary())
   assert 'not used (counted): corrupt records 1, labels unknown 3' in text
-  assert 'version 7: drift no_drift; realized AUC 0.910 on 100 labelled examples' in text
+  assert ('version 7: drift no_drift; realized AUC 0.910, ECE 0.034 on 100 labelled examples'
+          in text)
   assert text.endswith('-> no action')
 
 

@@ -38,7 +38,7 @@ def mysql_run(mariadb_url, tmp_path_factory):
   base = tmp_path_factory.mktemp('mysql_run')
   config = PipelineConfig.quick(
       str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
-      last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
+      last_span=2, min_auc=0.6, max_ece=0.1, enable_tuning=False, train_steps=150,
       mysql=metadata_connection.parse_mysql_url(f'{mariadb_url}/loopline_mlmd'))
   training_run.check_inputs(config)
   LocalDagRunner().run(training_pipeline.create_pipeline(

@@ -1,4 +1,6 @@
 """The training pipeline's shape for a configuration (built, not run)."""
+import pytest
+
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 
@@ -45,6 +47,21 @@ def test_blessing_threshold_applies_to_the_overall_slice_only(tmp_path):
   assert [s.feature_keys for s in per_slice.slicing_specs] == [[]]
   assert per_slice.threshold.value_threshold.lower_bound.value == 0.9
   assert per_slice.threshold.change_threshold.absolute.value == -0.02
+
+
+def test_calibration_error_threshold_on_the_overall_slice_by_module_path(tmp_path):
+  from tensorflow_model_analysis.metrics import metric_specs
+  from models import calibration_metric
+  config = PipelineConfig.quick(str(tmp_path), max_ece=0.03)
+  (ece,) = [m for m in training_pipeline.eval_config(config).metrics_specs[0].metrics
+            if m.class_name == calibration_metric.CLASS_NAME]
+  assert ece.module == 'models.calibration_metric'        # importable wherever TFMA runs
+  (per_slice,) = ece.per_slice_thresholds
+  assert [s.feature_keys for s in per_slice.slicing_specs] == [[]]
+  assert per_slice.threshold.value_threshold.upper_bound.value == 0.03
+  assert isinstance(metric_specs.metric_instance(ece), calibration_metric.ExpectedCalibrationError)
+  with pytest.raises(ValueError, match='max_ece must be within'):
+    PipelineConfig.quick(str(tmp_path), max_ece=0.0)
 
 
 def test_the_worst_slice_is_one_where_auc_means_something():

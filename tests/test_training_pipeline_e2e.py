@@ -8,17 +8,20 @@ with broken data stops at the data gate, naming the features, and nothing new is
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.data_gate.executor import DataGateError
 from core import examples as examples_lib
 from metadata import connection as metadata_connection
 from metadata import queries as mq
+from models import calibration
 from models import features
 from pipeline import training_run
 from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
-from tests.conftest import read_span, sample_spans, write_span
+from tests.conftest import SAMPLE_THRESHOLDS, read_span, sample_spans, write_span
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,8 +32,8 @@ BEFORE_EVALUATOR = ('SpanRangeCsvExampleGen', 'ImportSchemaGen', 'StatisticsGen'
 
 def _config(home, data_root, **overrides):
   # Beam as `loopline train` runs it (worker processes), unlike the other quick runs of the suite.
-  settings = dict(data_root=data_root, first_span=1, last_span=2, min_auc=0.7,
-                  beam_pipeline_args=DEFAULT_BEAM_ARGS)
+  settings = dict(data_root=data_root, first_span=1, last_span=2,
+                  beam_pipeline_args=DEFAULT_BEAM_ARGS, **SAMPLE_THRESHOLDS)
   settings.update(overrides)
   return PipelineConfig.quick(home, **settings)
 
@@ -104,6 +107,40 @@ def test_pushed_model_answers_serialized_examples(first_run):
   assert len(set(probabilities.reshape(-1).round(4))) > 1
   transform = model.signatures[features.TRANSFORM_SIGNATURE]
   assert 'fare_log_z_score_xf' in transform(**{features.SERVING_INPUT_KEY: tf.constant(batch)})
+
+
+def test_served_probabilities_are_the_calibrated_raw_logits(first_run):
+  config, summary = first_run
+  model = tf.saved_model.load(summary['pushed_path'])
+  calibrator = calibration.read_exported(summary['pushed_path'])
+  _, rows = read_span(3)
+  types = examples_lib.feature_types(
+      __import__('tensorflow_data_validation').load_schema_text(config.schema_path))
+  types.pop(features.LABEL_KEY)
+  batch = tf.constant(examples_lib.rows_to_serialized_examples(rows[:64], types))
+  served = model.signatures[features.SERVING_SIGNATURE](
+      **{features.SERVING_INPUT_KEY: batch})[features.PREDICTION_KEY].numpy()
+  raw = model.signatures[features.RAW_LOGIT_SIGNATURE](
+      **{features.SERVING_INPUT_KEY: batch})[features.RAW_LOGIT_KEY].numpy()
+  assert served.shape == raw.shape == (64, 1) and served.dtype == np.float32
+  np.testing.assert_allclose(served, calibrator.apply(raw), atol=1e-5)
+  assert np.abs(served - calibration.sigmoid(raw)).max() > 1e-3      # calibration changed them
+  assert calibrator.rows > 0 and summary['calibration']['method'] == calibrator.method
+
+
+def test_a_model_above_the_calibration_error_threshold_is_not_blessed(first_run):
+  config, _ = first_run
+  strict = _config(config.home, config.data_root, max_ece=1e-4)
+  versions_before = _versions(config)
+  summary = training_run.train(strict)
+  assert summary['overall']['expected_calibration_error'] > 1e-4
+  assert summary['blessed'] is False and not summary.get('pushed_version')
+  assert _versions(config) == versions_before
+  records = _records(strict)
+  assert records['Trainer'].state == 'CACHED'      # only the Evaluator judged anew
+  validation = tfma.load_validation_result(records['Evaluator'].outputs['evaluation'][0].uri)
+  failed = {f.metric_key.name for v in validation.metric_validations_per_slice for f in v.failures}
+  assert failed == {'expected_calibration_error'}
 
 
 def test_rerun_with_nothing_changed_comes_from_cache(first_run):

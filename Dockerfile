@@ -1,8 +1,8 @@
 # Loopline's pipeline image for Kubeflow Pipelines v2 (open-source KFP or Vertex AI): TFX 1.16's
 # own image plus this package at the exact pins of constraints.txt. Every task of the compiled
-# pipeline runs in it (`python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor`,
-# and `python -m components.span_example_gen.kfp_v2_driver` for the span-range ExampleGen), and so
-# can Dataflow/Flink/Spark workers (deploy/kubeflow/beam-*.args).
+# pipeline runs in it (`python -m components.kfp_v2_entrypoint`, TFX's KFP v2 executor entrypoint
+# with the input types repaired, and `python -m components.span_example_gen.kfp_v2_driver` for the
+# span-range ExampleGen), and so can Dataflow/Flink/Spark workers (deploy/kubeflow/beam-*.args).
 #
 #   docker build -t REGISTRY/loopline-pipeline:0.1.0 .
 #   docker push REGISTRY/loopline-pipeline:0.1.0
@@ -36,7 +36,7 @@ COPY data/spans/ data/spans/
 # Same pins as the tested environment; fail the build if they do not hold together.
 RUN python -m pip install --no-cache-dir -c constraints.txt . ${EXTRA_PIP} \
  && python -m pip check \
- && python -c "import tfx, kfp, components.span_example_gen.kfp_v2_driver; \
+ && python -c "import tfx, kfp, components.kfp_v2_entrypoint, components.span_example_gen.kfp_v2_driver; \
 assert tfx.__version__ == '1.16.0', tfx.__version__"
 
 # KFP sets each task's command and args; this only makes `docker run IMAGE` say what it is.

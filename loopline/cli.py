@@ -2,12 +2,15 @@
 
   loopline [--home DIR] loop [--quick]          (the whole loop: `make run`)
   loopline [--home DIR] train [--quick] [--spans 1-5] [--no-tuning] ...
+  loopline [--home DIR] validate [--quick] [--spans 1-6]   (the training pipeline to its data gate)
   loopline [--home DIR] monitor [--last-seconds N | --window-start T --window-end T]
   loopline [--home DIR] schema draft [--spans 1-5] [--out PATH]
   loopline data split
 
 Everything a command writes lives under the home directory (`./loopline_home`, or
-$LOOPLINE_HOME, or --home). Exit codes: 0 done, 1 failed, 2 bad input, 3 stopped by the data gate.
+$LOOPLINE_HOME, or --home); ML Metadata too, unless $LOOPLINE_MLMD_URL names a MySQL database
+(mysql://USER:PASSWORD@HOST:PORT/DB). Exit codes: 0 done, 1 failed, 2 bad input, 3 stopped by
+the data gate.
 """
 import argparse
 import os
@@ -36,34 +39,54 @@ def _train_config(args):
     overrides['data_root'] = args.data_root
   if args.schema:
     overrides['schema_path'] = args.schema
-  if args.no_tuning:
+  if getattr(args, 'no_tuning', False):
     overrides['enable_tuning'] = False
   for option in ('max_trials', 'train_steps', 'min_auc'):
-    if getattr(args, option) is not None:
+    if getattr(args, option, None) is not None:
       overrides[option] = getattr(args, option)
   if args.beam_arg:
     overrides['beam_pipeline_args'] = tuple(args.beam_arg)
-  home = home_lib.resolve_home(args.home)
-  if args.quick:
-    return PipelineConfig.quick(home, **overrides)
-  return PipelineConfig(home=home, **overrides)
+  if args.severity_policy:
+    from components.data_gate.policy import SeverityPolicy
+    overrides['severity_policy'] = SeverityPolicy.from_file(args.severity_policy)
+  return PipelineConfig.for_home(home_lib.resolve_home(args.home), quick=args.quick, **overrides)
 
 
 def _cmd_train(args) -> int:
   from components.data_gate.executor import DataGateError
-  from core import spans as spans_lib
+  from pipeline import run_summary, training_run
+  config = _train_config(args)
+  training_run.check_inputs(config)
+  holdout_spans = args.holdout_spans
+  if holdout_spans is None:
+    holdout_spans, note = training_run.default_holdout(config)
+    if note:
+      print(f'Note: {note}; the run goes on without one.')
+  try:
+    summary = training_run.train(config, holdout_spans=holdout_spans)
+    training_run.stage_in_registry(config, summary)
+  except DataGateError as e:
+    return _stopped_by_the_gate(e)
+  print(f'\nDone in {summary["wall_seconds"]:.0f}s.\n' + run_summary.format_summary(summary))
+  return 0
+
+
+def _stopped_by_the_gate(error) -> int:
+  print(f'\n{error}', file=sys.stderr)
+  print('Nothing was trained or pushed. Fix the data (land a corrected span version) or '
+        'review the severity policy.', file=sys.stderr)
+  return EXIT_DATA_GATE
+
+
+def _cmd_validate(args) -> int:
+  from components.data_gate.executor import DataGateError
   from pipeline import run_summary, training_run
   config = _train_config(args)
   try:
-    summary = training_run.train(config,
-                                 holdout_spans=args.holdout_spans or spans_lib.FUTURE_SPANS)
-    training_run.stage_in_registry(config, summary)
+    summary = training_run.validate(config)
   except DataGateError as e:
-    print(f'\n{e}', file=sys.stderr)
-    print('Nothing was trained or pushed. Fix the data (land a corrected span version) or '
-          'review the severity policy.', file=sys.stderr)
-    return EXIT_DATA_GATE
-  print(f'\nDone in {summary["wall_seconds"]:.0f}s.\n' + run_summary.format_summary(summary))
+    return _stopped_by_the_gate(e)
+  print(f'\nDone in {summary["wall_seconds"]:.0f}s.\n' + run_summary.format_validation(summary))
   return 0
 
 
@@ -71,7 +94,7 @@ def _cmd_monitor(args) -> int:
   from core import home as home_lib
   from pipeline import monitoring_run
   from pipeline.config import PipelineConfig
-  config = PipelineConfig(home=home_lib.resolve_home(args.home))
+  config = PipelineConfig.for_home(home_lib.resolve_home(args.home))
   now = int(time.time())
   start = args.window_start if args.window_start is not None else (
       now - args.last_seconds if args.last_seconds else None)
@@ -84,8 +107,7 @@ def _cmd_loop(args) -> int:
   from core import home as home_lib
   from pipeline import loop
   from pipeline.config import PipelineConfig
-  home = home_lib.resolve_home(args.home)
-  config = PipelineConfig.quick(home) if args.quick else PipelineConfig(home=home)
+  config = PipelineConfig.for_home(home_lib.resolve_home(args.home), quick=args.quick)
   started = time.monotonic()
   results = loop.run_loop(config, replay_limit=args.replay_limit)
   critical = sorted({f for v in results['drifted']['versions'].values()
@@ -127,6 +149,23 @@ def _cmd_data_split(args) -> int:
   return 0
 
 
+def _add_data_options(parser) -> None:
+  """The options of `train` and `validate` that say which data and how it is judged."""
+  from core import spans as spans_lib
+  parser.add_argument('--spans', type=spans_lib.parse_span_range,
+                      help=f'span range (default '
+                           f'{spans_lib.TRAINING_SPANS[0]}-{spans_lib.TRAINING_SPANS[1]}); the '
+                           f'last one is compared with the ones before it')
+  parser.add_argument('--data-root', help='directory of span-N/version-V/*.csv')
+  parser.add_argument('--schema', help='curated schema.pbtxt')
+  parser.add_argument('--severity-policy', metavar='FILE',
+                      help="the data gate's severity policy, JSON (components/data_gate/"
+                           'policy.py; e.g. without the COMPARATOR_* types in "warning_types", '
+                           'drift of the newest span blocks)')
+  parser.add_argument('--beam-arg', action='append',
+                      help='Beam pipeline argument (repeatable), replaces the defaults')
+
+
 def build_parser() -> argparse.ArgumentParser:
   from core import spans as spans_lib
   parser = argparse.ArgumentParser(prog='loopline', description=__doc__.split('\n')[0])
@@ -136,21 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
   train_parser = commands.add_parser('train', help='run the training pipeline (LocalDagRunner)')
   train_parser.add_argument('--quick', action='store_true',
                             help='smoke run: few steps, a two-trial search')
-  train_parser.add_argument('--spans', type=spans_lib.parse_span_range,
-                            help=f'span range to train on (default '
-                                 f'{spans_lib.TRAINING_SPANS[0]}-{spans_lib.TRAINING_SPANS[1]})')
+  _add_data_options(train_parser)
   train_parser.add_argument('--holdout-spans', type=spans_lib.parse_span_range,
-                            help='later spans to score the model on (default: the future spans)')
+                            help='later spans to score the model on, checked before the run '
+                                 '(default: the future spans '
+                                 f'{spans_lib.FUTURE_SPANS[0]}-{spans_lib.FUTURE_SPANS[1]} when '
+                                 'they exist and do not train)')
   train_parser.add_argument('--no-tuning', action='store_true',
                             help='skip the Tuner; reuse the last best hyperparameters')
   train_parser.add_argument('--max-trials', type=int, help='tuner trials')
   train_parser.add_argument('--train-steps', type=int, help='trainer steps')
   train_parser.add_argument('--min-auc', type=float, help='absolute AUC blessing threshold')
-  train_parser.add_argument('--data-root', help='directory of span-N/version-V/*.csv')
-  train_parser.add_argument('--schema', help='curated schema.pbtxt')
-  train_parser.add_argument('--beam-arg', action='append',
-                            help='Beam pipeline argument (repeatable), replaces the defaults')
   train_parser.set_defaults(func=_cmd_train)
+
+  validate_parser = commands.add_parser(
+      'validate', help='run the training pipeline up to its data gate: is the data fit to train '
+                       'on? (exit 3 when the gate blocks)')
+  _add_data_options(validate_parser)
+  validate_parser.add_argument('--quick', action='store_true',
+                               help="Beam in this process, as `train --quick` (whose cache it "
+                                    "then fills)")
+  validate_parser.set_defaults(func=_cmd_validate)
 
   monitor_parser = commands.add_parser(
       'monitor', help='run the monitoring pipeline on a window of the request logs')

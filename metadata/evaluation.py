@@ -6,7 +6,7 @@ TFMA is imported inside the function (its import alone takes seconds).
 from typing import Any, Dict, List
 
 SUMMARY_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
-                   'calibration', 'mean_label', 'example_count')
+                   'calibration', 'expected_calibration_error', 'mean_label', 'example_count')
 
 
 def slice_metrics(evaluation_uri: str) -> List[Dict[str, Any]]:

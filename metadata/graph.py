@@ -13,11 +13,11 @@ import collections
 import dataclasses
 from typing import Dict, List, Optional
 
-from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from metadata import layout
+from metadata.queries import context as _context
 
 _INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
@@ -48,8 +48,8 @@ class Graph:
     self.executions: Dict[int, metadata_store_pb2.Execution] = {}
     self.node: Dict[int, str] = {}
     self.run: Dict[int, str] = {}
-    if not self._read_tfx_layout(store, pipeline_name):
-      self._read_kfp_layout(store, pipeline_name)
+    self._read_tfx_layout(store, pipeline_name)   # a store may hold runs of both layouts
+    self._read_kfp_layout(store, pipeline_name)
     events = store.get_events_by_execution_ids(list(self.executions)) if self.executions else []
     self.artifacts: Dict[int, metadata_store_pb2.Artifact] = {
         a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
@@ -67,27 +67,26 @@ class Graph:
         self.outputs[event.execution_id].append(edge)
         self.producers[event.artifact_id].append(event.execution_id)
 
-  def _read_tfx_layout(self, store, pipeline_name: str) -> bool:
+  def _read_tfx_layout(self, store, pipeline_name: str) -> None:
     pipeline = _context(store, layout.PIPELINE_CONTEXT_TYPE, pipeline_name)
     if pipeline is None:
-      return False
-    self.executions = {e.id: e for e in store.get_executions_by_context(pipeline.id)}
+      return
+    self.executions.update((e.id, e) for e in store.get_executions_by_context(pipeline.id))
     prefix = f'{pipeline_name}.'
     for context in store.get_contexts_by_type(layout.NODE_CONTEXT_TYPE):
       if context.name.startswith(prefix):
         for execution in store.get_executions_by_context(context.id):
           self.node[execution.id] = context.name[len(prefix):]
     self._read_runs(store, layout.RUN_CONTEXT_TYPE)
-    return True
 
   def _read_kfp_layout(self, store, pipeline_name: str) -> None:
     """Kubeflow Pipelines v2: the tasks of the `system.Pipeline` context, node = `task_name`."""
     pipeline = _context(store, layout.KFP_PIPELINE_CONTEXT_TYPE, pipeline_name)
     if pipeline is None:
       return
-    self.executions = {e.id: e for e in store.get_executions_by_context(pipeline.id)
-                       if layout.task_name(e)}
-    self.node = {i: layout.task_name(e) for i, e in self.executions.items()}
+    tasks = {e.id: e for e in store.get_executions_by_context(pipeline.id) if layout.task_name(e)}
+    self.executions.update(tasks)
+    self.node.update((i, layout.task_name(e)) for i, e in tasks.items())
     self._read_runs(store, layout.KFP_RUN_CONTEXT_TYPE)
 
   def _read_runs(self, store, run_context_type: str) -> None:
@@ -157,11 +156,3 @@ def producing_pipeline(store: metadata_store.MetadataStore, artifact_id: int) ->
   names = [c.name for c in store.get_contexts_by_execution(writer.id)
            if c.type_id in pipeline_types]
   return names[0] if names else None
-
-
-def _context(store, type_name: str, name: str):
-  """The context, None when it (or its type) does not exist."""
-  try:
-    return store.get_context_by_type_and_name(type_name, name)
-  except mlmd_errors.NotFoundError:
-    return None

@@ -6,7 +6,8 @@
 - Kubeflow Pipelines v2's (its launcher, backend/src/v2/metadata/client.go): artifact types named
   by schema title (`tfx.PushedModel`), executions of type `system.ContainerExecution` with the
   component's id in the custom property `task_name`, contexts `system.Pipeline` and
-  `system.PipelineRun`, artifact metadata as custom properties with every number a double.
+  `system.PipelineRun`, the component's parameters in the execution's custom property `inputs`
+  (a struct), artifact metadata as custom properties with every number a double.
 
 Event paths name the input or output key in both. The lineage walk (metadata.lineage) and the
 lineage graph (metadata.graph) read either through these functions.
@@ -18,6 +19,7 @@ RUN_CONTEXT_TYPE = 'pipeline_run'
 NODE_CONTEXT_TYPE = 'node'
 KFP_TYPE_PREFIX = 'tfx.'
 KFP_TASK_NAME_PROPERTY = 'task_name'
+KFP_INPUTS_PROPERTY = 'inputs'          # an execution's input parameters, one struct
 KFP_PIPELINE_CONTEXT_TYPE = 'system.Pipeline'
 KFP_RUN_CONTEXT_TYPE = 'system.PipelineRun'
 

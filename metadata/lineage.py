@@ -191,6 +191,13 @@ def _statistics(pipeline_graph: graph.Graph, examples: metadata_store_pb2.Artifa
   return None
 
 
+def split_names(artifact: metadata_store_pb2.Artifact) -> Optional[str]:
+  """The JSON-encoded split names of Examples or statistics: a property in TFX's layout, a custom
+  property (KFP's artifact metadata) in Kubeflow's; None when there are none."""
+  return (mq.artifact_property(artifact, 'split_names') or
+          mq.custom_property(artifact, 'split_names'))
+
+
 def baseline_importers(baseline: TrainingBaseline, prefix: str = 'baseline') -> Dict[str, object]:
   """TFX Importer nodes for the baseline's artifacts, re-using them in MLMD (reimport=False).
 
@@ -208,8 +215,8 @@ def baseline_importers(baseline: TrainingBaseline, prefix: str = 'baseline') -> 
       ('model', baseline.model, standard_artifacts.Model),
       ('pushed_model', baseline.pushed_model, standard_artifacts.PushedModel)):
     properties = {}
-    if 'split_names' in artifact.properties:
-      properties['split_names'] = mq.artifact_property(artifact, 'split_names')
+    if split_names(artifact):
+      properties['split_names'] = split_names(artifact)
     custom = {}
     if key == 'pushed_model':
       custom = {'pushed_version': baseline.pushed_version, 'pushed': 1}

@@ -30,8 +30,12 @@ STRING_CATEGORICAL_FEATURES = {
     'company': 50,
 }
 
-# In the data and the schema, not used by the model (identifier-like or always empty).
+# In the data and the schema, not read by the model (identifier-like or always empty).
 UNUSED_FEATURES = ('trip_start_timestamp', 'pickup_census_tract', 'dropoff_census_tract')
+
+TIME_FEATURE = 'trip_start_timestamp'
+"""Orders the training rows in time: the search and early stopping validate on the latest ones
+(models/model.py). Not a model input."""
 
 MODEL_FEATURES = (NUMERIC_FEATURES + COORDINATE_FEATURES + tuple(INTEGER_CATEGORICAL_FEATURES) +
                   tuple(STRING_CATEGORICAL_FEATURES))
@@ -43,5 +47,7 @@ SLICE_FEATURES = ('trip_start_hour', 'payment_type', 'company')
 # The exported SavedModel's contract.
 SERVING_SIGNATURE = 'serving_default'
 SERVING_INPUT_KEY = 'examples'          # DT_STRING [-1]: serialized tf.Example
-PREDICTION_KEY = 'probabilities'        # DT_FLOAT [-1, 1]: P(big tipper)
+PREDICTION_KEY = 'probabilities'        # DT_FLOAT [-1, 1]: P(big tipper), calibrated
+RAW_LOGIT_SIGNATURE = 'raw_logit'       # the same input -> the model's logit before calibration,
+RAW_LOGIT_KEY = 'logit'                 # DT_FLOAT [-1, 1] (for analysis; models/model.py)
 TRANSFORM_SIGNATURE = 'transform_features'

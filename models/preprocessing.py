@@ -3,6 +3,8 @@
 Every numeric feature is emitted in each normalization the tuner may choose from (z-score,
 z-score of log1p, quantile buckets): the choice of normalization is a hyperparameter of the model
 (models/model.py picks the columns), so one Transform run serves every trial of the search.
+The trip's start time passes through unchanged (`TIME_KEY`, missing -> 0): not a model input, it
+orders the rows for the time-ordered validation split of the search and the Trainer.
 """
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -24,6 +26,9 @@ def numeric_input_name(key: str, normalization: str) -> str:
   if normalization not in NORMALIZATIONS:
     raise ValueError(f'unknown normalization {normalization!r}; expected one of {NORMALIZATIONS}')
   return transformed_name(key, normalization)
+
+
+TIME_KEY = transformed_name(features.TIME_FEATURE)
 
 
 def vocabulary_size(key: str) -> int:
@@ -57,6 +62,7 @@ def preprocessing_fn(inputs):
     outputs[transformed_name(key)] = tft.compute_and_apply_vocabulary(
         _dense(inputs[key], ''), top_k=top_k, num_oov_buckets=NUM_OOV_BUCKETS,
         vocab_filename=key)
+  outputs[TIME_KEY] = tf.cast(_dense(inputs[features.TIME_FEATURE], 0), tf.int64)
   outputs[transformed_name(features.LABEL_KEY)] = tf.cast(
       _dense(inputs[features.LABEL_KEY], 0), tf.int64)
   return outputs

@@ -20,6 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 from core import home as home_lib
 from metadata import connection as metadata_connection
 from metadata import layout
+from metadata import lineage as lineage_lib
 from metadata import queries as mq
 from metadata.graph import Graph
 from pipeline import config as config_lib
@@ -99,8 +100,9 @@ class Run:
     return found
 
   def exec_property(self, node: str, name: str):
-    """An execution property of `node` as MLMD recorded it (TFX stores them as custom ones)."""
-    return mq.custom_property(self.records[node].execution, name)
+    """An execution property of `node` as MLMD recorded it (TFX: custom properties; Kubeflow
+    Pipelines: the execution's `inputs`)."""
+    return mq.execution_property(self.records[node].execution, name)
 
   def describe(self) -> str:
     states = {}
@@ -176,47 +178,72 @@ def artifact_type_name(store, artifact) -> str:
 
 # --- data -------------------------------------------------------------------------------------
 
-def span_files(run: Run) -> Dict[int, List[str]]:
-  """{span: [CSV files]} the run's ExampleGen read, from the span versions MLMD recorded."""
-  from tfx.dsl.io import fileio
-  from tfx.proto import example_gen_pb2
-  from tfx.utils import proto_utils
-  examples = run.require('SpanRangeCsvExampleGen', 'examples')
-  versions = dict(tuple(int(x) for x in item.split(':'))
-                  for item in (mq.custom_property(examples, 'span_versions') or '').split(',')
-                  if item)
-  input_base = run.exec_property('SpanRangeCsvExampleGen', 'input_base')
-  input_config = example_gen_pb2.Input()
-  proto_utils.json_to_proto(run.exec_property('SpanRangeCsvExampleGen', 'input_config'),
-                            input_config)
-  # MLMD records the resolved config: one pattern per span, newline-separated, in span order.
-  patterns = input_config.splits[0].pattern.split('\n')
-  if len(patterns) == 1 and len(versions) > 1:
-    patterns = patterns * len(versions)
-  files = {}
-  for (span, version), pattern in zip(sorted(versions.items()), patterns):
-    glob = pattern.replace('{SPAN}', str(span)).replace('{VERSION}', str(version))
-    files[span] = sorted(fileio.glob(os.path.join(input_base, glob)))
-  return files
+def span_checks(run: Run):
+  """SpanValidator's view of the run: ({span: statistics}, {span: Anomalies}, statistics of the
+  spans before the newest one or None), each span as MLMD recorded its statistics and anomalies."""
+  from components.span_validator import spec as span_spec
+  statistics = statistics_by_split(run.require('SpanValidator', 'statistics'))
+  anomalies = anomalies_by_split(run.require('SpanValidator', 'anomalies'))
+  by_span = {span_spec.span_of_split(split): stats for split, stats in statistics.items()
+             if split.startswith('span-')}
+  previous = [stats for split, stats in statistics.items() if split.startswith('spans-')]
+  return (dict(sorted(by_span.items())),
+          {span_spec.span_of_split(split): found for split, found in anomalies.items()},
+          previous[0] if previous else None)
+
+
+def gate_findings(report) -> List[str]:
+  """The data gate's findings (its report, read as the run summary reads it), one line each,
+  blocking ones first, each with the span or split it came from."""
+  from components.data_gate import policy as gate_policy
+  from pipeline import run_summary
+  findings = [gate_policy.Finding(**f) for f in run_summary.read_gate_findings(report.uri)]
+  return gate_policy.format_findings(findings) or ['  no finding']
+
+
+def drift_table(anomalies):
+  """Every drift measurement of an Anomalies proto (TFDV's `drift_skew_info`): feature, measure,
+  value, threshold, drifted; largest value first."""
+  import pandas as pd
+  from tensorflow_metadata.proto.v0 import anomalies_pb2
+  measure = anomalies_pb2.DriftSkewInfo.DESCRIPTOR.fields_by_name[
+      'drift_measurements'].message_type.enum_types_by_name['Type']
+  rows = [('.'.join(info.path.step), measure.values_by_number[m.type].name, m.value,
+           m.threshold, m.value > m.threshold)
+          for info in anomalies.drift_skew_info for m in info.drift_measurements]
+  table = pd.DataFrame(rows, columns=['feature', 'measure', 'value', 'threshold', 'drifted'])
+  return table.sort_values('value', ascending=False)
+
+
+def _tfx_artifact(artifact, artifact_class):
+  """A TFX artifact of `artifact_class` over an MLMD artifact of either layout (Kubeflow records
+  the split names as a custom property)."""
+  copy = type(artifact)()
+  copy.CopyFrom(artifact)
+  result = artifact_class()
+  result.set_mlmd_artifact(copy)
+  if 'split_names' not in copy.properties and lineage_lib.split_names(artifact):
+    result.split_names = lineage_lib.split_names(artifact)
+  return result
 
 
 def statistics_by_split(artifact) -> Dict[str, object]:
-  """{split: DatasetFeatureStatisticsList} of a StatisticsGen output (FeatureStats.pb)."""
+  """{split: DatasetFeatureStatisticsList} of a StatisticsGen or SpanValidator output
+  (FeatureStats.pb)."""
   from tfx.components.statistics_gen import stats_artifact_utils
   from tfx.types import artifact_utils, standard_artifacts
-  stats = standard_artifacts.ExampleStatistics()
-  stats.set_mlmd_artifact(artifact)
+  stats = _tfx_artifact(artifact, standard_artifacts.ExampleStatistics)
   splits = artifact_utils.decode_split_names(stats.split_names)
   return {split: stats_artifact_utils.load_statistics(stats, split).proto() for split in splits}
 
 
 def anomalies_by_split(artifact) -> Dict[str, object]:
-  """{split: Anomalies} of an ExampleValidator output (read as the data gate reads them)."""
+  """{split: Anomalies} of an ExampleValidator or SpanValidator output (read as the data gate
+  reads them)."""
   from components.data_gate import executor as data_gate_executor
   from tfx.types import standard_artifacts
-  anomalies = standard_artifacts.ExampleAnomalies()
-  anomalies.set_mlmd_artifact(artifact)
-  return data_gate_executor.load_anomalies(anomalies)
+  return data_gate_executor.load_anomalies(
+      _tfx_artifact(artifact, standard_artifacts.ExampleAnomalies))
 
 
 def schema_of(artifact):
@@ -235,14 +262,15 @@ def served_versions(config: PipelineConfig) -> List[str]:
 
 
 def pushed_model(run_or_store, version: str):
-  """The PushedModel artifact in MLMD whose pushed_version is `version`."""
+  """The PushedModel artifact in MLMD whose pushed_version is `version`, in either layout: the
+  push that created the version (as the lineage walk takes it; a later pipeline's Importer of it
+  may record another)."""
   store = getattr(run_or_store, 'store', run_or_store)
-  candidates = [a for a in store.get_artifacts_by_type('PushedModel')
-                if str(mq.custom_property(a, 'pushed_version')) == str(version)
-                and mq.custom_property(a, 'pushed')]
+  candidates = [a for a in lineage_lib.pushed_models(store)
+                if str(layout.number(mq.custom_property(a, 'pushed_version'))) == str(version)]
   if not candidates:
     raise LookupError(f'no pushed model version {version} in ML Metadata')
-  return max(candidates, key=lambda a: a.id)
+  return candidates[0]
 
 
 def blessed_models(run: Run) -> List[Tuple[object, object]]:

@@ -1,8 +1,9 @@
 """Quality on a time-ordered holdout: the pushed model scored on spans it never saw.
 
 The Evaluator measures the model on a hash split of its own spans. Users care about the future:
-this scores the exported `serving_default` signature on later spans (by default the held-back
-"future" spans 6-8) and reports AUC and accuracy, the figure the model-quality target refers to.
+this scores the exported `serving_default` signature (the calibrated probabilities the server
+returns) on later spans (by default the held-back "future" spans 6-8) and reports AUC, log loss,
+expected calibration error and accuracy.
 """
 import csv
 from typing import Dict, List
@@ -14,6 +15,7 @@ from sklearn import metrics
 
 from core import examples as examples_lib
 from core import spans as spans_lib
+from models import calibration
 from models import features
 
 BATCH_SIZE = 512
@@ -34,7 +36,7 @@ def score_rows(model_dir: str, rows: List[Dict[str, str]], schema_path: str) -> 
 
 def evaluate_on_spans(model_dir: str, data_root: str, first_span: int, last_span: int,
                       schema_path: str) -> Dict[str, float]:
-  """AUC, accuracy at 0.5, row count and base rate on the given spans."""
+  """AUC, log loss, ECE, accuracy at 0.5, row count and base rate on the given spans."""
   versions = spans_lib.check_span_range(data_root, first_span, last_span)
   rows = []
   for span, version in versions.items():
@@ -46,6 +48,8 @@ def evaluate_on_spans(model_dir: str, data_root: str, first_span: int, last_span
       'spans': f'{first_span}-{last_span}',
       'rows': len(rows),
       'auc': float(metrics.roc_auc_score(labels, scores)),
+      'log_loss': calibration.log_loss(labels, scores),
+      'expected_calibration_error': calibration.expected_calibration_error(labels, scores),
       'accuracy': float(np.mean((scores > 0.5) == labels)),
       'base_rate': float(labels.mean()),
   }

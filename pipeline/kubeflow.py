@@ -12,6 +12,11 @@ KFP v2 cluster accepts) or `pipeline.json` (`vertex`: a Vertex AI `PipelineJob`)
 touches neither the network nor the pipeline root: functions go by dotted path and the package is
 in the image (Dockerfile). The adaptations, each a limit of TFX 1.16 on KFP v2:
 
+- Every task's container command is `components.kfp_v2_entrypoint`, TFX's own KFP v2 executor
+  entrypoint after one repair: open-source KFP's driver hands upstream artifacts over with an
+  empty type schema, from which TFX's entrypoint cannot tell the artifact's class (every task
+  with an input artifact would fail); the entrypoint takes the type from the component's input
+  definitions, which the spec passes to it.
 - SpanRangeCsvExampleGen: TFX wires the FileBasedExampleGen driver hook to its own single-span
   driver, which fails on a span range. The hook and the executor command point at
   `components.span_example_gen.kfp_v2_driver` instead; on open-source KFP, which never runs the
@@ -53,6 +58,8 @@ IMAGE_REPO_ROOT = '/loopline'
 IMAGE_DATA_ROOT = f'{IMAGE_REPO_ROOT}/data/spans'
 IMAGE_SCHEMA_PATH = f'{IMAGE_REPO_ROOT}/schema/schema.pbtxt'
 
+TFX_EXECUTOR_MODULE = 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor'
+EXECUTOR_COMMAND = ['python', '-m', 'components.kfp_v2_entrypoint']
 EXAMPLE_GEN_DRIVER_MODULE = 'components.span_example_gen.kfp_v2_driver'
 EXAMPLE_GEN_COMMAND = ['python', '-m', EXAMPLE_GEN_DRIVER_MODULE]
 # Resolvers open-source KFP cannot run that the pipeline can do without, and what that costs.
@@ -272,6 +279,14 @@ def _refresh_inputs_spec_arg(args: list, component) -> None:
       args[i + 1] = _inputs_spec_json(component)
 
 
+def use_loopline_entrypoint(spec) -> None:
+  """Every container that runs TFX's KFP v2 entrypoint runs components.kfp_v2_entrypoint."""
+  for executor in spec.deployment_spec['executors'].values():
+    if 'container' in executor and list(executor['container']['command']) == [
+        'python', '-m', TFX_EXECUTOR_MODULE]:
+      executor['container']['command'] = list(EXECUTOR_COMMAND)
+
+
 def use_span_range_driver(spec, example_gen_task: str = 'SpanRangeCsvExampleGen') -> None:
   """Points ExampleGen's driver hook and executor command at our span-range driver."""
   if example_gen_task not in spec.root.dag.tasks:
@@ -343,10 +358,16 @@ class CompileResult:
 
 def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
                      image: Optional[str] = None,
-                     parameter_values: Optional[Mapping[str, str]] = None) -> CompileResult:
-  """Compiles one pipeline for `target`; writes and returns `<out_dir>/<name>/<file>`."""
+                     parameter_values: Optional[Mapping[str, str]] = None,
+                     cluster_paths: bool = True) -> CompileResult:
+  """Compiles one pipeline for `target`; writes and returns `<out_dir>/<name>/<file>`.
+
+  `cluster_paths=False` lets the config's roots be local directories, which no cluster can see:
+  only for running the compiled spec on this machine (tests/kfp_local_launcher.py).
+  """
   check_target(target)
-  check_cluster_paths(config)
+  if cluster_paths:
+    check_cluster_paths(config)
   image = image or os.environ.get(IMAGE_ENV_VAR) or DEFAULT_IMAGE
 
   from google.protobuf import json_format
@@ -379,6 +400,7 @@ def compile_pipeline(entry: PipelineEntry, config, target: str, out_dir: str,
 
   spec = _pb().PipelineSpec()
   json_format.ParseDict(job['pipelineSpec'], spec)
+  use_loopline_entrypoint(spec)
   use_span_range_driver(spec)
   if target == 'kfp':
     for task_name in NEVER_CACHED_TASKS:
@@ -611,8 +633,10 @@ def register(subparsers) -> None:
   compile_parser.add_argument('--mysql-url', help=f'ML Metadata of the cluster (default '
                                                   f'{CLUSTER_MLMD_URL})')
   compile_parser.add_argument('--metadata-service',
-                              help=f'ML Metadata as the monitoring pipeline\'s tasks reach it '
-                                   f'(default {CLUSTER_MLMD_SERVICE_URL})')
+                              help=f'ML Metadata as the monitoring pipeline\'s tasks reach it: '
+                                   f'its gRPC service (default {CLUSTER_MLMD_SERVICE_URL}) or its '
+                                   f'MySQL database, mysql://USER:PASSWORD@HOST:PORT/DB (a '
+                                   f'SELECT-only user: the URL is written into the spec)')
   compile_parser.add_argument('--param', action='append', metavar='NAME=VALUE',
                               help='runtime parameter default (training: data_root, schema_file; '
                                    'monitoring: model_version, schema_file)')

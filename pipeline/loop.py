@@ -152,11 +152,11 @@ class Stage:
   links: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, rows,
-                              scenario: str, seed: int = 0, say: Callable[[str], None] = print):
-  """Replays `rows` through the server (REST), delivers their ground truth and runs the
-  monitoring pipeline on the window of the replay. Returns (replay result, monitoring summary)."""
-  from pipeline import monitoring_run
+def replay_window(config: PipelineConfig, server: EmbeddedServer, rows, scenario: str,
+                  seed: int = 0, say: Callable[[str], None] = print):
+  """Replays `rows` through the server (REST) and delivers their ground truth. Returns (replay
+  result, window start, window end): the window (unix seconds, end exclusive) of the replay's
+  finalized request logs."""
   from traffic import runs as traffic_runs
   window_start = int(time.time())
   replayed = traffic_runs.run_replay(
@@ -166,6 +166,15 @@ def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, ro
   window_end = int(time.time()) + 1
   delivered = traffic_runs.deliver_feedback(config.home, replayed.replay_id)
   say(f'ground truth delivered: {delivered}')
+  return replayed, window_start, window_end
+
+
+def replay_and_monitor_window(config: PipelineConfig, server: EmbeddedServer, rows,
+                              scenario: str, seed: int = 0, say: Callable[[str], None] = print):
+  """`replay_window`, then the monitoring pipeline on the window of the replay. Returns (replay
+  result, monitoring summary)."""
+  from pipeline import monitoring_run
+  replayed, window_start, window_end = replay_window(config, server, rows, scenario, seed, say)
   return replayed, monitoring_run.monitor(config, window_start, window_end)
 
 
@@ -287,7 +296,8 @@ LABEL_ORDER = ('stable', 'canary')
 def canary_comparison(monitored: Dict[str, Any], labels: Dict[str, int],
                       answered: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
   """One row per monitored version, stable first: label, requests answered (replay), logged and
-  labelled rows (monitoring window), realized AUC and accuracy, drift verdict."""
+  labelled rows (monitoring window), realized AUC, accuracy and expected calibration error, drift
+  verdict."""
   label_of = {str(version): label for label, version in labels.items()}
   logged = dict(item.split(':') for item in (monitored.get('model_versions') or '').split(',')
                 if ':' in item)
@@ -298,7 +308,8 @@ def canary_comparison(monitored: Dict[str, Any], labels: Dict[str, int],
         'version': version, 'label': label_of.get(version, '-'),
         'answered': (answered or {}).get(version, 0), 'logged': int(logged.get(version, 0)),
         'labelled': int(realized.get('example_count') or 0), 'auc': realized.get('auc'),
-        'accuracy': realized.get('binary_accuracy'), 'verdict': info.get('verdict'),
+        'accuracy': realized.get('binary_accuracy'),
+        'ece': realized.get('expected_calibration_error'), 'verdict': info.get('verdict'),
         'critical_features': info.get('critical_features') or '',
         'drifted_features': info.get('drifted_features') or ''})
   order = {label: i for i, label in enumerate(LABEL_ORDER)}
@@ -311,7 +322,7 @@ def format_canary_comparison(rows: List[Dict[str, Any]]) -> str:
     return 'n/a' if value is None else f'{value:.3f}'
   lines = ['canary vs stable, each on its own labelled requests of this window:',
            f'  {"label":<7} {"version":<11} {"answered":>8} {"logged":>7} {"labelled":>8} '
-           f'{"realized AUC":>12} {"accuracy":>8}  drift']
+           f'{"realized AUC":>12} {"accuracy":>8} {"ECE":>6}  drift']
   for row in rows:
     critical = [f for f in row['critical_features'].split(',') if f]
     warning = [f for f in row['drifted_features'].split(',') if f and f not in critical]
@@ -319,7 +330,7 @@ def format_canary_comparison(rows: List[Dict[str, Any]]) -> str:
                          (('critical', critical), ('warning', warning)) if names)
     lines.append(f'  {row["label"]:<7} {row["version"]:<11} {row["answered"]:>8} '
                  f'{row["logged"]:>7} {row["labelled"]:>8} {number(row["auc"]):>12} '
-                 f'{number(row["accuracy"]):>8}  {row["verdict"]}'
+                 f'{number(row["accuracy"]):>8} {number(row["ece"]):>6}  {row["verdict"]}'
                  f'{" (" + features + ")" if features else ""}')
   by_label = {row['label']: row for row in rows}
   if by_label.get('stable', {}).get('auc') is not None and \

@@ -35,6 +35,7 @@ from core import home as home_lib
 from core.statistics import STATS_OPTIONS
 from metadata import lineage
 from metadata import connection as metadata_connection
+from models import calibration_metric
 from models import features
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
@@ -72,7 +73,7 @@ def realized_eval_config() -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name=name) for name in (
               'ExampleCount', 'AUC', 'AUCPrecisionRecall', 'BinaryAccuracy', 'Precision',
-              'Recall', 'Calibration')])])
+              'Recall', 'Calibration')] + [calibration_metric.metric_config()])])
 
 
 def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[int] = None,
@@ -84,11 +85,12 @@ def create_monitoring_pipeline(config: PipelineConfig, window_start: Optional[in
   `for_cluster`: built without ML Metadata or the logs (see the module docstring).
   """
   feedback_dir = home_lib.feedback_dir(config.home)
+  schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   log_gen = ServingLogExampleGen(
       log_dir=home_lib.request_log_dir(config.home), feedback_dir=feedback_dir,
       window_start=window_start, window_end=window_end, model_name=config.model_name,
+      schema=schema_importer.outputs['schema'],
       **({'input_fingerprint': ''} if for_cluster else {}))
-  schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   statistics_gen = tfx.components.StatisticsGen(
       examples=log_gen.outputs['examples'], schema=schema_importer.outputs['schema'],
       stats_options=tfdv.StatsOptions(**STATS_OPTIONS),

@@ -5,13 +5,14 @@ from typing import Any, Dict, Optional
 
 from components.serving_log_gen import spec as log_gen_spec
 from metadata import connection as metadata_connection
+from metadata import layout
 from metadata import queries as mq
 from pipeline import progress
 from pipeline.config import PipelineConfig
 
 DRIFT_PREFIX = 'DriftDetector_'
 REALIZED_PREFIX = 'RealizedMetrics_'
-REALIZED_METRICS = ('auc', 'binary_accuracy', 'example_count')
+REALIZED_METRICS = ('auc', 'binary_accuracy', 'expected_calibration_error', 'example_count')
 
 
 def monitor(config: PipelineConfig, window_start: Optional[int] = None,
@@ -54,13 +55,18 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
   summary: Dict[str, Any] = {
       'run_id': run.name,
       'examples_uri': window.uri,
-      'num_examples': mq.custom_property(window, 'num_examples'),
-      'num_labeled': mq.custom_property(window, 'num_labeled'),
+      'num_examples': _count(window, 'num_examples'),
+      'num_labeled': _count(window, 'num_labeled'),
       'model_versions': mq.custom_property(window, 'model_versions'),
       # What could not be used, counted instead of failing: damaged logs, unmatched feedback.
-      'skipped': {name: mq.custom_property(window, name)
+      'skipped': {name: _count(window, name)
                   for name in log_gen_spec.SKIPPED_PROPERTIES + log_gen_spec.FEEDBACK_PROPERTIES
                   if mq.custom_property(window, name)},
+      # Logged requests without a value for a feature the model requires, and which.
+      'missing_required': {
+          'examples': mq.custom_property(window, log_gen_spec.MISSING_REQUIRED_PROPERTY) or 0,
+          'features': mq.custom_property(
+              window, log_gen_spec.MISSING_REQUIRED_FEATURES_PROPERTY) or ''},
       'versions': {},
   }
   for node_id, record in sorted(records.items()):
@@ -72,7 +78,7 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
           'drifted_features': mq.custom_property(report, 'drifted_features') or '',
           'critical_features': mq.custom_property(report, 'critical_features') or '',
           'schema_break': bool(mq.custom_property(report, 'schema_break')),
-          'rows': mq.custom_property(report, 'num_rows'),
+          'rows': _count(report, 'num_rows'),
           'report_html': os.path.join(report.uri, 'drift.html'),
           'drift_node': node_id,
       })
@@ -89,6 +95,12 @@ def summarize(store, run, records: Optional[Dict[str, mq.ExecutionRecord]] = Non
   return summary
 
 
+def _count(artifact, name: str):
+  """An integer custom property as an int in either layout (KFP records every number as a
+  double)."""
+  return layout.number(mq.custom_property(artifact, name))
+
+
 def node_version(node_id: str, prefix: str, artifact) -> Optional[str]:
   """The version a DriftDetector (prefix DRIFT_PREFIX) or RealizedMetrics (REALIZED_PREFIX)
   output was measured for, None for another node. Nodes are `DriftDetector_<version>`, one per
@@ -96,7 +108,7 @@ def node_version(node_id: str, prefix: str, artifact) -> Optional[str]:
   resolved at run time); the output's `model_version` property says which, else the node id."""
   if not (node_id.startswith(prefix) or node_id == prefix.rstrip('_')):
     return None
-  version = mq.custom_property(artifact, 'model_version')
+  version = _count(artifact, 'model_version')
   if isinstance(version, int) and version >= 0:
     return str(version)
   return node_id[len(prefix):] or '?'
@@ -108,15 +120,20 @@ def format_monitoring(summary: Dict[str, Any]) -> str:
   if summary['skipped']:
     lines.append('  not used (counted): ' + ', '.join(
         f'{name.replace("_", " ")} {count}' for name, count in sorted(summary['skipped'].items())))
+  missing = summary.get('missing_required') or {}
+  if missing.get('examples'):
+    lines.append(f'  requests missing a feature the model requires: {missing["examples"]} '
+                 f'({missing["features"].replace(":", " ").replace(",", ", ")})')
   for version, info in sorted(summary['versions'].items()):
     realized = info.get('realized') or {}
-    auc = realized.get('auc')
+    auc, ece = realized.get('auc'), realized.get('expected_calibration_error')
     lines.append(
         f'  version {version}: drift {info.get("verdict")}'
         f'{" (schema break)" if info.get("schema_break") else ""}'
         f'{"; drifted: " + info["drifted_features"] if info.get("drifted_features") else ""}'
         f'{"; critical: " + info["critical_features"] if info.get("critical_features") else ""}'
-        f'; realized AUC {f"{auc:.3f}" if auc is not None else "n/a"} on '
+        f'; realized AUC {f"{auc:.3f}" if auc is not None else "n/a"}, ECE '
+        f'{f"{ece:.3f}" if ece is not None else "n/a"} on '
         f'{int(realized.get("example_count") or 0)} labelled examples')
     if info.get('report_html'):
       lines.append(f'    report: {info["report_html"]}')

@@ -2,6 +2,8 @@
 -> AtomicPusher. `create_pipeline(config)` builds it for any runner (LocalDagRunner here,
 KubeflowV2DagRunner for Kubeflow); `metadata_connection_config(config)` is its MLMD store.
 """
+from typing import List
+
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -9,10 +11,14 @@ from tfx.proto import range_config_pb2
 
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
+from components.drift_detector.policy import CALENDAR_FEATURES
 from components.span_example_gen.component import SpanRangeCsvExampleGen
+from components.span_validator.component import SpanValidator
 from core.statistics import STATS_OPTIONS
 from metadata import connection as metadata_connection
+from metadata import layout
 from metadata import queries as metadata_queries
+from models import calibration_metric
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -33,16 +39,21 @@ AUC_CONFIG = '{"num_thresholds": 1000}'
 def tuned_hyperparameters_exist(config: PipelineConfig) -> bool:
   """Whether ML Metadata holds HyperParameters produced by this pipeline's Tuner."""
   store = metadata_connection.open_pipeline_store(config)
-  pipeline_context = store.get_context_by_type_and_name(metadata_queries.PIPELINE_CONTEXT_TYPE,
-                                                        config.pipeline_name)
+  pipeline_context = metadata_queries.context(store, layout.PIPELINE_CONTEXT_TYPE,
+                                              config.pipeline_name)
   if pipeline_context is None:
     return False
   return any(store.get_artifact_types_by_id([a.type_id])[0].name == 'HyperParameters'
              for a in store.get_artifacts_by_context(pipeline_context.id))
 
 
+def _overall_threshold(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
+  return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """Sliced metrics with an absolute AUC threshold and a change threshold against the baseline."""
+  """Sliced metrics; blessing: an absolute AUC threshold, a change threshold against the
+  baseline, and the expected calibration error below `max_ece`."""
   auc_threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
       change_threshold=tfma.GenericChangeThreshold(
@@ -52,14 +63,16 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       tfma.MetricConfig(class_name='ExampleCount'),
       # Thresholds on the overall slice only: small slices (one company, one hour) are too noisy
       # to gate on; the run summary and the model-analysis notebook show the worst slices.
-      tfma.MetricConfig(class_name='AUC', config=AUC_CONFIG, per_slice_thresholds=[
-          tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                       threshold=auc_threshold)]),
+      tfma.MetricConfig(class_name='AUC', config=AUC_CONFIG,
+                        per_slice_thresholds=_overall_threshold(auc_threshold)),
       tfma.MetricConfig(class_name='AUCPrecisionRecall', config=AUC_CONFIG),
       tfma.MetricConfig(class_name='BinaryAccuracy'),
       tfma.MetricConfig(class_name='Precision'),
       tfma.MetricConfig(class_name='Recall'),
       tfma.MetricConfig(class_name='Calibration'),
+      calibration_metric.metric_config(per_slice_thresholds=_overall_threshold(
+          tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+              upper_bound={'value': config.max_ece})))),
       tfma.MetricConfig(class_name='MeanLabel'),
       tfma.MetricConfig(class_name='MeanPrediction'),
   ]
@@ -99,7 +112,14 @@ def create_pipeline(config: PipelineConfig,
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_importer.outputs['schema'])
+  # Each span on its own, and the newest against the ones before it. Calendar features are not
+  # compared: a half-year span cannot have the month mix of the years before it.
+  span_validator = SpanValidator(examples=example_gen.outputs['examples'],
+                                 schema=schema_importer.outputs['schema'],
+                                 stats_options=tfdv.StatsOptions(**STATS_OPTIONS),
+                                 drift_excluded_features=CALENDAR_FEATURES)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
+                       span_anomalies=span_validator.outputs['anomalies'],
                        severity_policy=config.severity_policy)
   # No pre/post-transform statistics inside Transform: the raw data's statistics are
   # StatisticsGen's (validated by the gate, the drift baseline), and nothing reads the others.
@@ -111,16 +131,16 @@ def create_pipeline(config: PipelineConfig,
       disable_statistics=True)
   transform.add_upstream_node(data_gate)
 
-  components = [example_gen, statistics_gen, schema_importer, example_validator, data_gate,
-                transform]
+  components = [example_gen, statistics_gen, schema_importer, example_validator, span_validator,
+                data_gate, transform]
   if config.enable_tuning:
     tuner = tfx.components.Tuner(
         tuner_fn=TUNER_FN,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
+        # Every trial validates on the whole time-ordered window (models/model.py): no eval steps.
         train_args=tfx.proto.TrainArgs(num_steps=config.tuner_train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
-        custom_config={'max_trials': config.max_trials})
+        custom_config={'max_trials': config.max_trials, 'seed': config.seed})
     hyperparameters = tuner.outputs['best_hyperparameters']
     components.append(tuner)
   elif reuse_tuned_hyperparameters:
@@ -140,8 +160,8 @@ def create_pipeline(config: PipelineConfig,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_importer.outputs['schema'],
       hyperparameters=hyperparameters,
-      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps))
+      custom_config={'seed': config.seed},
+      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps))
   baseline_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

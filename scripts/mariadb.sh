@@ -8,6 +8,13 @@
 #                                         (SELECT only: what the registry's reads, `loopline
 #                                         lineage` and the notebooks need)
 #   scripts/mariadb.sh stop DATADIR       stop the server started on DATADIR
+#   scripts/mariadb.sh wait-apt-lock      wait until no other process holds Debian's package locks
+#
+# Installing waits for Debian's package locks when another apt/dpkg run (unattended upgrades, a
+# second test run) holds them, up to APT_LOCK_TIMEOUT seconds (default 600), then fails naming
+# the holder; apt-get itself is also told to wait (DPkg::Lock::Timeout) for the moment between
+# the check and its own lock. APT_LOCK_FILES (default: dpkg's and apt's lock files) lists the
+# files to watch.
 #
 # The server runs from its own data directory with --no-defaults: it neither reads nor touches the
 # system's MariaDB configuration, data or service. `start` prints the connection URL
@@ -20,7 +27,45 @@ USER_PASSWORD=loopline
 READER_NAME=loopline_reader
 READER_PASSWORD=loopline_reader
 
+APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-600}"
+APT_LOCK_FILES="${APT_LOCK_FILES:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock
+  /var/lib/apt/lists/lock /var/cache/apt/archives/lock}"
+
 die() { echo "mariadb.sh: $*" >&2; exit 1; }
+
+lock_holders() {  # lock_holders FILE: "PID (COMMAND)" of each process that has FILE open
+  local pid
+  [ -e "$1" ] || return 0
+  command -v fuser >/dev/null || return 0
+  for pid in $(fuser "$1" 2>/dev/null); do
+    echo "$pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200 | sed 's/ *$//'))"
+  done
+}
+
+wait_for_apt_lock() {  # waits until no process has a package lock file open
+  [[ "$APT_LOCK_TIMEOUT" =~ ^[0-9]+$ ]] \
+    || die "APT_LOCK_TIMEOUT must be a number of seconds, got '$APT_LOCK_TIMEOUT'"
+  local waited=0 lock holders said=""
+  while :; do
+    holders=""
+    for lock in $APT_LOCK_FILES; do
+      holders="$(lock_holders "$lock")"
+      [ -z "$holders" ] || break
+    done
+    [ -n "$holders" ] || return 0
+    if [ "$waited" -ge "$APT_LOCK_TIMEOUT" ]; then
+      die "another package manager run still holds $lock after ${APT_LOCK_TIMEOUT}s:" \
+          "$(echo $holders); let it finish (or stop it) and run again"
+    fi
+    if [ -z "$said" ]; then
+      echo "mariadb.sh: waiting for $lock, held by $(echo $holders)" \
+           "(up to ${APT_LOCK_TIMEOUT}s)" >&2
+      said=1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
 
 server_binary() {
   local candidate
@@ -36,11 +81,14 @@ install_server() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "mariadb.sh: installing mariadb-server (apt-get)" >&2
+  wait_for_apt_lock
+  local wait="-o DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT"
   # Update the package lists only when installing without them fails (fresh machine).
-  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get $wait install -y -q --no-install-recommends \
       mariadb-server >&2; then
-    $sudo apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+    wait_for_apt_lock
+    $sudo apt-get $wait update -q >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get $wait install -y -q --no-install-recommends \
       mariadb-server >&2
   fi
   server_binary >/dev/null || die "mariadb-server installed but no mariadbd/mysqld binary found"
@@ -109,5 +157,6 @@ case "${1:-}" in
   install) install_server ;;
   start) [ $# -eq 3 ] || die "usage: $0 start DATADIR PORT"; start_server "$2" "$3" ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop DATADIR"; stop_server "$2" ;;
-  *) die "usage: $0 install | start DATADIR PORT | stop DATADIR" ;;
+  wait-apt-lock) wait_for_apt_lock ;;
+  *) die "usage: $0 install | start DATADIR PORT | stop DATADIR | wait-apt-lock" ;;
 esac

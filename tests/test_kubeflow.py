@@ -258,6 +258,69 @@ def test_a_resolver_kfp_cannot_do_without_is_refused(tmp_path):
   assert not os.path.exists(tmp_path / 'loopline-training' / 'pipeline.yaml')
 
 
+def test_every_task_runs_loopline_entrypoint_or_the_span_range_driver(compiled,
+                                                                      compiled_monitoring):
+  for spec_or_job in (compiled['kfp'][1], compiled['vertex'][1], compiled_monitoring['kfp'][1],
+                      compiled_monitoring['vertex'][1]):
+    spec = _as_pipeline_spec(spec_or_job)
+    for task in spec.root.dag.tasks:
+      container = _container(spec, task)
+      if container is None:               # a resolver (Vertex AI runs them)
+        continue
+      expected = (kubeflow.EXAMPLE_GEN_COMMAND if task == EXAMPLE_GEN
+                  else kubeflow.EXECUTOR_COMMAND)
+      assert list(container['command']) == expected, task
+    assert kubeflow.TFX_EXECUTOR_MODULE not in json_format.MessageToJson(spec)
+
+
+def _artifact_type(title):
+  return pipeline_spec_pb2.ArtifactTypeSchema(instance_schema=f'title: {title}\ntype: object\n')
+
+
+def test_the_entrypoint_gives_untyped_input_artifacts_their_declared_type():
+  """Open-source KFP hands upstream artifacts over with an empty schema; TFX's entrypoint cannot
+  tell their class from it (tensorflow/tfx issue 7768), ours takes the declared type."""
+  from components import kfp_v2_entrypoint
+  from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+  inputs_spec = pipeline_spec_pb2.ComponentInputsSpec()
+  for key, title in (('examples', 'tfx.Examples'), ('schema', 'tfx.Schema')):
+    inputs_spec.artifacts[key].artifact_type.CopyFrom(_artifact_type(title))
+  executor_input = pipeline_spec_pb2.ExecutorInput()
+  untyped = executor_input.inputs.artifacts['examples'].artifacts.add(name='7', uri='/x/examples')
+  untyped.type.instance_schema = ''                      # as KFP's driver sends it
+  executor_input.inputs.artifacts['schema'].artifacts.add(
+      name='8', uri='/x/schema', type=_artifact_type('tfx.Schema'))
+  with pytest.raises(AttributeError):                    # TFX 1.16 alone
+    kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(executor_input.inputs.artifacts)
+  assert kfp_v2_entrypoint.fill_input_types(executor_input, inputs_spec) == ['examples']
+  parsed = kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(executor_input.inputs.artifacts)
+  assert parsed['examples'][0].TYPE_NAME == 'Examples' and parsed['examples'][0].uri == (
+      '/x/examples')
+  assert parsed['schema'][0].TYPE_NAME == 'Schema'
+  assert kfp_v2_entrypoint.fill_input_types(executor_input, inputs_spec) == []   # typed now
+  stray = executor_input.inputs.artifacts['model'].artifacts.add(name='9', uri='/x/model')
+  stray.type.schema_title = ''
+  with pytest.raises(ValueError, match="input artifact 'model' has no type and the component "
+                                       "declares no input 'model' \\(inputs: examples, schema\\)"):
+    kfp_v2_entrypoint.fill_input_types(executor_input, inputs_spec)
+
+
+def test_a_local_root_only_when_asked(tmp_path):
+  """Local roots are refused (a cluster cannot see them) unless the caller runs the compiled spec
+  on this machine (tests/kfp_local_launcher.py)."""
+  config = _config(home=str(tmp_path / 'root'))
+  with pytest.raises(kubeflow.CompileError, match='is a local path'):
+    kubeflow.compile_pipeline(kubeflow.PIPELINES['training'], config, 'kfp', str(tmp_path))
+  result = kubeflow.compile_pipeline(kubeflow.PIPELINES['training'], config, 'kfp',
+                                     str(tmp_path), IMAGE, cluster_paths=False)
+  assert result.pipeline_root == str(tmp_path / 'root' / 'pipeline_root')
+  constants = {name: value.runtime_value.constant.string_value
+               for task in kubeflow.load_pipeline_spec(result.path).root.dag.tasks.values()
+               for name, value in task.inputs.parameters.items()}
+  assert json.loads(constants['push_destination'])['filesystem']['base_directory'] == str(
+      tmp_path / 'root' / 'serving' / 'big_tipper')
+
+
 # --- our driver and executor, as the compiled container commands ------------------------------
 
 def _executor_input(spec, data_root, out_dir):
@@ -489,6 +552,20 @@ def test_compile_all_writes_both_pipelines_each_with_its_own_parameters(tmp_path
   assert f'pipeline root {ROOT}/monitoring_root' in out
 
 
+def test_the_resolver_can_read_ml_metadata_on_mysql_directly(tmp_path, capsys):
+  """`--metadata-service mysql://...`: the cluster's MLMD database itself, for clusters whose
+  tasks should not (or cannot) go through the gRPC service; tests/test_kfp_local_run.py runs it."""
+  url = 'mysql://mlmd_reader:secret@mysql.kubeflow.svc.cluster.local:3306/metadb'
+  code, out, err = _main(capsys, 'compile', '--target', 'kfp', '--root', ROOT, '--out',
+                         str(tmp_path), '--pipeline', 'monitoring', '--metadata-service', url)
+  assert code == 0, err
+  assert f'ML Metadata at {url}' in out
+  monitoring = kubeflow.load_pipeline_spec(
+      str(tmp_path / 'loopline-monitoring' / 'pipeline.yaml'))
+  assert monitoring.root.dag.tasks['TrainingBaselineResolver'].inputs.parameters[
+      'metadata_url'].runtime_value.constant.string_value == url
+
+
 def test_compile_writes_under_the_home_by_default(tmp_path, capsys):
   code, out, err = _main(capsys, '--home', str(tmp_path / 'home'), 'compile', '--target',
                          'vertex', '--root', ROOT, '--pipeline', 'training')
@@ -515,6 +592,7 @@ def test_compile_writes_under_the_home_by_default(tmp_path, capsys):
     (['--target', 'kfp', '--min-auc', '1.5'], 'min_auc must be within'),
     (['--target', 'kfp', '--metadata-service', 'sqlite:///tmp/m.sqlite'], 'not a local file'),
     (['--target', 'kfp', '--metadata-service', 'grpc://mlmd'], 'must look like grpc://HOST:PORT'),
+    (['--target', 'kfp', '--metadata-service', 'mysql://mysql.kubeflow/metadb'], 'has no user'),
     (['--target', 'kfp', '--pipeline', 'monitoring', '--param', 'data_root=gs://b/s'],
      "unknown runtime parameter 'data_root': monitoring takes model_version, schema_file"),
 ])

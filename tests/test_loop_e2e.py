@@ -4,6 +4,7 @@ the new version is served as canary, and its traffic is monitored like the rest:
 canary each scored on their own labelled requests. Asserted through ML Metadata and the server's
 status. The loop runs once per session (`loop_results` in tests/conftest.py)."""
 import os
+import re
 
 import pytest
 
@@ -50,6 +51,23 @@ def test_the_labelled_window_became_a_span_and_the_retrained_model_is_canary(loo
   assert status[str(results['canary_version'])] == 'AVAILABLE'
   answered = results['canary_replay']['versions']
   assert set(answered) == {str(results['first_version']), str(results['canary_version'])}
+
+
+def test_the_new_span_passes_the_gate_its_drift_a_warning_on_the_console_and_the_report(
+    loop_results):
+  """The labelled serving window (fares inflated) drifts from the spans before it: the retrain's
+  gate warns, naming fare and span 3, and lets it train. Its structure, types and presence (data
+  written by the loop) raise nothing."""
+  _, results, _ = loop_results
+  [retrain] = [stage for stage in results['stages'] if stage.name == '5. retrain']
+  assert re.search(r'data gate: +warnings: \d+ warning\(s\), 0 blocking', retrain.text)
+  findings = [line.strip() for line in retrain.text.splitlines() if line.startswith('      - ')]
+  assert any(line.startswith('- fare: span 3 against spans 1-2: ') and line.endswith(
+      '[COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH, span 3 (version 1)]') for line in findings)
+  assert all(re.search(r'\[COMPARATOR_\w+, span 3 \(version 1\)\]$', line) for line in findings
+             if 'span 3 (version 1)' in line), findings
+  with open(results['report']) as f:
+    assert 'COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH, span 3 (version 1)]' in f.read()
 
 
 def test_the_report_links_every_stage(loop_results):
@@ -112,3 +130,48 @@ def test_the_canary_stage_shows_canary_and_stable_side_by_side(loop_results):
   assert f'canary - stable realized AUC: {difference:+.3f}' in stage.text
   assert stage.text.index('canary vs stable') < stage.text.index('Monitoring run ')
   assert len([k for k in stage.links if k.startswith('drift report, version')]) == 2
+
+
+def _served_window(examples_uri: str):
+  """{version: (serialized requests, served probabilities, labels)} of a monitoring window's
+  labelled split: what the server answered, as logged, and the ground truth."""
+  import glob
+  import tensorflow as tf
+  from components.serving_log_gen import spec as log_gen_spec
+  from models import features
+  by_version = {}
+  for path in sorted(glob.glob(os.path.join(examples_uri, f'Split-{log_gen_spec.LABELED_SPLIT}',
+                                            '*'))):
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      example = tf.train.Example.FromString(record.numpy())
+      feature = example.features.feature
+      version = str(feature[log_gen_spec.MODEL_VERSION_FEATURE].int64_list.value[0])
+      entry = by_version.setdefault(version, ([], [], []))
+      entry[0].append(record.numpy())
+      entry[1].append(feature[log_gen_spec.PREDICTION_FEATURE].float_list.value[0])
+      entry[2].append(feature[features.LABEL_KEY].int64_list.value[0])
+  return by_version
+
+
+def test_the_server_answers_calibrated_probabilities_and_ece_is_realized_per_version(
+    loop_results):
+  """What the real server answered (its request log) is the exported calibrator applied to the
+  raw logit of the same request; RealizedMetrics' ECE per version is that of its own rows."""
+  import numpy as np
+  import tensorflow as tf
+  from models import calibration
+  from models import features
+  config, results, _ = loop_results
+  monitored = results['canary']
+  window = _served_window(monitored['examples_uri'])
+  assert set(window) == {str(results['first_version']), str(results['canary_version'])}
+  for version, (requests, served, labels) in window.items():
+    model_dir = os.path.join(config.serving_model_dir, version)
+    raw = tf.saved_model.load(model_dir).signatures[features.RAW_LOGIT_SIGNATURE](
+        **{features.SERVING_INPUT_KEY: tf.constant(requests)})[features.RAW_LOGIT_KEY].numpy()
+    calibrator = calibration.read_exported(model_dir)
+    np.testing.assert_allclose(served, calibrator.apply(raw).reshape(-1), atol=1e-5)
+    assert np.abs(np.array(served) - calibration.sigmoid(raw).reshape(-1)).max() > 1e-3
+    realized = monitored['versions'][version]['realized']
+    assert realized['expected_calibration_error'] == pytest.approx(
+        calibration.expected_calibration_error(labels, served), abs=1e-6)

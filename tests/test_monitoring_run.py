@@ -7,7 +7,8 @@ def _summary(**version_info):
           'skipped': {'labels_unknown': 3, 'corrupt_records': 1},
           'versions': {'7': dict({'verdict': 'no_drift', 'drifted_features': '',
                                   'critical_features': '', 'schema_break': False,
-                                  'realized': {'auc': 0.91, 'example_count': 100.0}},
+                                  'realized': {'auc': 0.91, 'expected_calibration_error': 0.034,
+                                               'example_count': 100.0}},
                                  **version_info)},
           'retrain': False, 'schema_break': version_info.get('schema_break', False)}
 
@@ -15,8 +16,18 @@ def _summary(**version_info):
 def test_counts_of_unusable_feedback_and_logs_are_reported():
   text = monitoring_run.format_monitoring(_summary())
   assert 'not used (counted): corrupt records 1, labels unknown 3' in text
-  assert 'version 7: drift no_drift; realized AUC 0.910 on 100 labelled examples' in text
+  assert ('version 7: drift no_drift; realized AUC 0.910, ECE 0.034 on 100 labelled examples'
+          in text)
   assert text.endswith('-> no action')
+
+
+def test_requests_missing_a_required_feature_are_counted_and_named():
+  summary = _summary()
+  summary['missing_required'] = {'examples': 12, 'features': 'fare:12,payment_type:2'}
+  assert ('requests missing a feature the model requires: 12 (fare 12, payment_type 2)'
+          in monitoring_run.format_monitoring(summary))
+  summary['missing_required'] = {'examples': 0, 'features': ''}
+  assert 'missing a feature' not in monitoring_run.format_monitoring(summary)
 
 
 def test_a_schema_break_is_not_a_reason_to_retrain():

@@ -1,8 +1,8 @@
 """ML Metadata on MySQL, as in a cluster: the quick training pipeline runs against a real
 MySQL-compatible server on loopback (Debian's MariaDB, installed if missing and started with a
-throwaway data directory by scripts/mariadb.sh), and the lineage is read back from it; then a small
-window of served traffic is monitored on the same database, and a SELECT-only user reads
-everything back, all four notebooks included.
+throwaway data directory by scripts/mariadb.sh, one server for the session: tests/conftest.py),
+and the lineage is read back from it; then a small window of served traffic is monitored on the
+same database, and a SELECT-only user reads everything back, all four notebooks included.
 
 Nothing is skipped: if MariaDB cannot be installed or started, or MLMD's MySQL client cannot talk
 to it, the test fails with that error.
@@ -10,8 +10,8 @@ to it, the test fails with that error.
 import dataclasses
 import json
 import os
-import socket
 import subprocess
+import time
 
 import pytest
 
@@ -19,38 +19,17 @@ from metadata import connection as metadata_connection
 from metadata import queries as mq
 from pipeline import training_pipeline
 from pipeline import training_run
-from pipeline.config import REPO_ROOT, PipelineConfig
-from tests.conftest import import_loopline_nb, read_span, sample_spans
+from pipeline.config import PipelineConfig
+from tests.conftest import (MARIADB, free_port, import_loopline_nb, read_span, reader_url,
+                            sample_spans)
 
 pytestmark = pytest.mark.timeout(1200)
 
-MARIADB = os.path.join(REPO_ROOT, 'scripts', 'mariadb.sh')
 MONITORED_ROWS = 200          # the monitoring window of the select-only notebook test
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
-def mysql_url(tmp_path_factory):
-  """mysql://loopline:loopline@127.0.0.1:PORT of a MariaDB started for this module."""
-  datadir = str(tmp_path_factory.mktemp('mariadb'))
-  started = subprocess.run(['bash', MARIADB, 'start', datadir, str(_free_port())],
-                           capture_output=True, text=True, timeout=900)
-  if started.returncode != 0:
-    pytest.fail(f'scripts/mariadb.sh could not start MariaDB:\n{started.stderr[-3000:]}')
-  yield started.stdout.strip().splitlines()[-1]
-  stopped = subprocess.run(['bash', MARIADB, 'stop', datadir], capture_output=True, text=True,
-                           timeout=120)
-  assert stopped.returncode == 0, stopped.stderr
-
-
-
-@pytest.fixture(scope='module')
-def mysql_run(mysql_url, tmp_path_factory):
+def mysql_run(mariadb_url, tmp_path_factory):
   """The quick pipeline on MySQL, run as `loopline train` runs it (LocalDagRunner), then read
   back with the run summary; the registry stages its pushed model later (a SELECT-only user first
   fails to)."""
@@ -59,8 +38,8 @@ def mysql_run(mysql_url, tmp_path_factory):
   base = tmp_path_factory.mktemp('mysql_run')
   config = PipelineConfig.quick(
       str(base / 'home'), data_root=sample_spans(str(base / 'spans')), first_span=1,
-      last_span=2, min_auc=0.6, enable_tuning=False, train_steps=150, eval_steps=5,
-      mysql=metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd'))
+      last_span=2, min_auc=0.6, max_ece=0.1, enable_tuning=False, train_steps=150,
+      mysql=metadata_connection.parse_mysql_url(f'{mariadb_url}/loopline_mlmd'))
   training_run.check_inputs(config)
   LocalDagRunner().run(training_pipeline.create_pipeline(
       config, config.enable_tuning or training_pipeline.tuned_hyperparameters_exist(config)))
@@ -85,11 +64,11 @@ def test_the_training_pipeline_records_to_mysql(mysql_run):
   assert summary['hyperparameters_source'] == 'model defaults'
 
 
-def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, monkeypatch):
+def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mariadb_url, monkeypatch):
   config, summary = mysql_run
   nb = import_loopline_nb()
   monkeypatch.setenv('LOOPLINE_HOME', config.home)
-  monkeypatch.setenv('LOOPLINE_MLMD_URL', f'{mysql_url}/loopline_mlmd')
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', f'{mariadb_url}/loopline_mlmd')
   monkeypatch.delenv('LOOPLINE_RUN_ID', raising=False)
   run = nb.open_run()
   assert run.config.mysql == config.mysql and run.run_id == summary['run_id']
@@ -110,14 +89,8 @@ def test_lineage_of_the_served_model_read_back_from_mysql(mysql_run, mysql_url, 
   assert all(s in graph.nodes and t in graph.nodes for s, t in graph.edges)
 
 
-def _reader_url(mysql_url: str) -> str:
-  """The SELECT-only user scripts/mariadb.sh creates, on the module's database."""
-  host = mysql_url.rpartition('@')[2]
-  return f'mysql://loopline_reader:loopline_reader@{host}/loopline_mlmd'
-
-
 def test_a_select_only_user_reads_the_registry_lineage_and_notebooks_but_cannot_write(
-    mysql_run, mysql_url, monkeypatch, capsys):
+    mysql_run, mariadb_url, monkeypatch, capsys):
   """Reads need SELECT alone: the registry's list/show, `loopline models list|show`, `loopline
   lineage` and the notebooks. A write with that user fails naming the missing privilege and
   writes nothing; the full user then stages the version as `loopline train` does (the
@@ -128,8 +101,8 @@ def test_a_select_only_user_reads_the_registry_lineage_and_notebooks_but_cannot_
   config, summary = mysql_run
   version = str(summary['pushed_version'])
   reader = dataclasses.replace(config, mysql=metadata_connection.parse_mysql_url(
-      _reader_url(mysql_url)))
-  monkeypatch.setenv('LOOPLINE_MLMD_URL', _reader_url(mysql_url))
+      reader_url(mariadb_url)))
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', reader_url(mariadb_url))
 
   assert cli.main(['--home', config.home, 'models', 'stage', version]) == 1
   assert 'lacks the INSERT privilege' in capsys.readouterr().err
@@ -157,7 +130,7 @@ def test_a_select_only_user_reads_the_registry_lineage_and_notebooks_but_cannot_
                    '--no-metrics']) == 0
   assert json.loads(capsys.readouterr().out)['lineage'] == traced['lineage']
 
-  env = {'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': _reader_url(mysql_url)}
+  env = {'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': reader_url(mariadb_url)}
   for name, summary_name in (('01_data.ipynb', 'data'), ('02_model_analysis.ipynb', 'model'),
                              ('03_lineage.ipynb', 'lineage')):
     _, text = execute(name, env)
@@ -184,7 +157,7 @@ def mysql_monitoring_run(mysql_run):
 
 
 def test_the_monitoring_notebook_reads_a_mysql_run_with_a_select_only_user(
-    mysql_monitoring_run, mysql_url):
+    mysql_monitoring_run, mariadb_url):
   from tests.test_notebooks import execute, summary_line
   config, summary, monitored = mysql_monitoring_run
   version = str(summary['pushed_version'])
@@ -193,7 +166,7 @@ def test_the_monitoring_notebook_reads_a_mysql_run_with_a_select_only_user(
   assert runs == [monitored['run_id']]
   assert monitored['num_examples'] == monitored['num_labeled'] == MONITORED_ROWS
   _, text = execute('04_monitoring.ipynb', {
-      'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': _reader_url(mysql_url),
+      'LOOPLINE_HOME': config.home, 'LOOPLINE_MLMD_URL': reader_url(mariadb_url),
       'LOOPLINE_RUN_ID': '', 'LOOPLINE_MONITORING_RUN_ID': ''})
   line = summary_line(text, 'monitoring')
   assert line.startswith(f'run {monitored["run_id"]}; 1 runs; '), line
@@ -203,9 +176,9 @@ def test_the_monitoring_notebook_reads_a_mysql_run_with_a_select_only_user(
   assert line.endswith(f'; version {version} (stable) AUC {auc:.3f} on {MONITORED_ROWS}'), line
 
 
-def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
+def test_bad_mysql_options_say_what_is_wrong(mariadb_url, tmp_path):
   nb = import_loopline_nb()
-  good = metadata_connection.parse_mysql_url(f'{mysql_url}/loopline_mlmd')
+  good = metadata_connection.parse_mysql_url(f'{mariadb_url}/loopline_mlmd')
   wrong_password = metadata_connection.parse_mysql_url(
       f'mysql://{good.username}:not-the-password@{good.host}:{good.port}/loopline_mlmd')
   config = PipelineConfig(home=str(tmp_path), mysql=wrong_password)
@@ -214,7 +187,7 @@ def test_bad_mysql_options_say_what_is_wrong(mysql_url, tmp_path):
                                             r'answers: check the user, password and database '
                                             r'\(MLMD: mysql_real_connect failed'):
     nb.open_run(config=config)
-  closed = metadata_connection.parse_mysql_url(f'mysql://loopline@127.0.0.1:{_free_port()}/x')
+  closed = metadata_connection.parse_mysql_url(f'mysql://loopline@127.0.0.1:{free_port()}/x')
   with pytest.raises(ConnectionError, match=r'nothing answers on 127\.0\.0\.1:\d+ \('
                                             r'Connection refused\)'):
     nb.open_run(config=PipelineConfig(home=str(tmp_path), mysql=closed))
@@ -227,3 +200,54 @@ def test_mariadb_script_rejects_bad_arguments(tmp_path):
   usage = subprocess.run(['bash', MARIADB, 'restart'], capture_output=True, text=True,
                          timeout=60)
   assert usage.returncode != 0 and 'usage:' in usage.stderr
+
+
+def _holding(holder, path, timeout=30):
+  """Waits until the process `holder` has `path` open (its lock taken)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      if any(os.readlink(os.path.join(f'/proc/{holder.pid}/fd', fd)) == str(path)
+             for fd in os.listdir(f'/proc/{holder.pid}/fd')):
+        return
+    except OSError:
+      pass
+    time.sleep(0.05)
+  raise AssertionError(f'{holder.args} never opened {path}')
+
+
+def test_mariadb_script_waits_for_debians_package_lock(tmp_path):
+  """Another apt/dpkg run holding the package lock (unattended upgrades): installing waits for it
+  (`wait-apt-lock`, which `install` runs before apt-get), then goes on; past APT_LOCK_TIMEOUT it
+  fails naming the holder. The lock files are temporary ones here, held with flock(1)."""
+  lock = tmp_path / 'lock-frontend'
+  lock.write_text('')
+  env = dict(os.environ, APT_LOCK_FILES=f'{tmp_path / "absent"} {lock}', APT_LOCK_TIMEOUT='120')
+  holder = subprocess.Popen(['flock', str(lock), 'sleep', '3'])
+  try:
+    _holding(holder, lock)
+    waited = subprocess.run(['bash', MARIADB, 'wait-apt-lock'], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert holder.poll() is not None        # it returned only once the holder had let go
+  finally:
+    holder.kill()
+  assert waited.returncode == 0, waited.stderr
+  assert f'waiting for {lock}, held by {holder.pid} (flock {lock} sleep 3)' in waited.stderr
+
+  holder = subprocess.Popen(['flock', str(lock), 'sleep', '300'])
+  try:
+    _holding(holder, lock)
+    timed_out = subprocess.run(['bash', MARIADB, 'wait-apt-lock'],
+                               env=dict(env, APT_LOCK_TIMEOUT='1'), capture_output=True,
+                               text=True, timeout=60)
+    assert holder.poll() is None
+  finally:
+    holder.kill()
+  assert timed_out.returncode != 0
+  assert (f'another package manager run still holds {lock} after 1s: {holder.pid} (flock'
+          in timed_out.stderr)
+  bad = subprocess.run(['bash', MARIADB, 'wait-apt-lock'],
+                       env=dict(env, APT_LOCK_TIMEOUT='soon'), capture_output=True, text=True,
+                       timeout=60)
+  assert bad.returncode != 0
+  assert "APT_LOCK_TIMEOUT must be a number of seconds, got 'soon'" in bad.stderr

@@ -2,7 +2,7 @@
 
 Notebooks 1-3 find everything through ML Metadata of the training run in `trained_home`, notebook
 4 (monitoring) through ML Metadata of the home where the whole loop ran (`loop_results`, shared
-with tests/test_loop_e2e.py); LOOPLINE_HOME points at the home. A cell that raises fails the
+with tests/test_loop_e2e.py, its ML Metadata on MariaDB); LOOPLINE_HOME points at the home. A cell that raises fails the
 test, and each notebook's SUMMARY line must report what the run really produced. The committed
 notebooks carry no outputs.
 """
@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from metadata import connection as metadata_connection
 from metadata import queries as mq
-from tests.conftest import NOTEBOOKS_DIR, import_loopline_nb
+from tests.conftest import LOOP_DATABASE, NOTEBOOKS_DIR, import_loopline_nb, reader_url
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -88,6 +88,9 @@ def test_data_notebook(home_env):
   assert re.search(r'drift span 2 vs 1: \d+ features compared', line)
   assert int(re.search(r'(\d+) features compared', line).group(1)) >= 10
   assert 'schema: ' in text and 'data gate: verdict=' in text
+  findings = summary['data_gate']['findings']          # the gate's findings, as the run saw them
+  assert (findings[0]['description'] in text) if findings else ('  no finding' in text)
+  assert re.search(r'span 2: \d+ rows, \d+ anomalies', text)   # SpanValidator, per span
   assert re.search(r'statistics train: \d+ examples', text)
   assert 'text/html' in _display_types(book)             # TFDV's visualizations
 
@@ -184,12 +187,14 @@ def _verdicts(summary, order):
 
 
 @pytest.mark.timeout(2400)        # the loop itself, when this test is the first to need it
-def test_monitoring_notebook(loop_results):
+def test_monitoring_notebook(loop_results, mariadb_url):
+  """The loop's ML Metadata is on MariaDB: the notebook reads it with the SELECT-only user."""
   import registry.checks
   config, results, _ = loop_results
   stable, canary = str(results['first_version']), str(results['canary_version'])
   book, text = execute('04_monitoring.ipynb', {
-      'LOOPLINE_HOME': config.home, 'LOOPLINE_RUN_ID': '', 'LOOPLINE_MLMD_URL': '',
+      'LOOPLINE_HOME': config.home, 'LOOPLINE_RUN_ID': '',
+      'LOOPLINE_MLMD_URL': reader_url(mariadb_url, LOOP_DATABASE),
       'LOOPLINE_MONITORING_RUN_ID': ''})
   line = summary_line(text, 'monitoring')
   latest = results['canary']
@@ -233,7 +238,7 @@ def test_monitoring_helpers_read_any_run_by_id(loop_results, monkeypatch):
   config, results, _ = loop_results
   nb = import_loopline_nb()
   monkeypatch.setenv('LOOPLINE_HOME', config.home)
-  monkeypatch.delenv('LOOPLINE_MLMD_URL', raising=False)
+  monkeypatch.setenv('LOOPLINE_MLMD_URL', metadata_connection.mysql_url(config.mysql))
   monkeypatch.setenv('LOOPLINE_MONITORING_RUN_ID', results['drifted']['run_id'])
   run = nb.open_monitoring_run()
   summary = nb.monitoring_summary(run)
@@ -266,7 +271,7 @@ def test_monitoring_helpers_on_bad_input(loop_results, trained_home, tmp_path, m
   nb = import_loopline_nb()
   monkeypatch.delenv('LOOPLINE_MLMD_URL', raising=False)
   monkeypatch.delenv('LOOPLINE_MONITORING_RUN_ID', raising=False)
-  loop_config = nb.config_from_env(config.home)
+  loop_config = config                        # the loop's ML Metadata is on MariaDB
   runs = nb.list_monitoring_runs(loop_config)
   assert runs == [results[k]['run_id'] for k in ('clean', 'drifted', 'canary')]
   with pytest.raises(LookupError, match=(

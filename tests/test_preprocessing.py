@@ -17,24 +17,28 @@ RAW_SPEC = {
     **{k: tf.io.VarLenFeature(tf.float32) for k in features.COORDINATE_FEATURES},
     **{k: tf.io.VarLenFeature(tf.int64) for k in features.INTEGER_CATEGORICAL_FEATURES},
     **{k: tf.io.VarLenFeature(tf.string) for k in features.STRING_CATEGORICAL_FEATURES},
+    features.TIME_FEATURE: tf.io.VarLenFeature(tf.int64),
     features.LABEL_KEY: tf.io.VarLenFeature(tf.int64),
 }
 
 
-def _row(fare, payment, company, hour, label, miles=1.0, seconds=300):
+def _row(fare, payment, company, hour, label, miles=1.0, seconds=300, start=1420070400):
   row = {k: [] for k in RAW_SPEC}
   row.update(fare=[fare], trip_miles=[miles], trip_seconds=[seconds], payment_type=[payment],
              trip_start_hour=[hour], big_tipper=[label], pickup_latitude=[41.9],
              pickup_longitude=[-87.6], trip_start_day=[3], trip_start_month=[5])
   if company is not None:
     row['company'] = [company]
+  if start is not None:
+    row[features.TIME_FEATURE] = [start]
   return row
 
 
 @pytest.fixture(scope='module')
 def transformed():
   rows = [_row(5.0, b'Cash', b'A', 1, 0), _row(10.0, b'Credit Card', None, 23, 1),
-          _row(20.0, b'Credit Card', b'A', 30, 1), _row(40.0, b'Cash', b'B', 0, 0, miles=-3.0)]
+          _row(20.0, b'Credit Card', b'A', 30, 1, start=None),
+          _row(40.0, b'Cash', b'B', 0, 0, miles=-3.0, start=1451606400)]
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
   with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=False):
     (data, _), _ = ((rows, metadata)
@@ -70,6 +74,12 @@ def test_categories_are_indexed_and_clipped(transformed):
 
 def test_label_passes_through(transformed):
   assert [r['big_tipper_xf'] for r in transformed] == [0, 1, 1, 0]
+
+
+def test_trip_start_time_passes_through_for_the_time_ordered_split(transformed):
+  # Not a model input: it orders the rows (models/model.py); a missing time is 0, the oldest.
+  assert [r[preprocessing.TIME_KEY] for r in transformed] == [1420070400, 1420070400, 0,
+                                                                1451606400]
 
 
 def test_unknown_normalization_is_refused():

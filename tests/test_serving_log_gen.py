@@ -80,8 +80,8 @@ def test_a_predict_log_becomes_an_example_with_prediction_version_and_request_id
   assert (logged.prediction == pytest.approx(0.8) and logged.model_version == 42 and
           logged.request_id == 'req-1' and logged.example_index == 3 and
           logged.timestamp_secs == 1234 and logged.model_name == 'big_tipper')
-  serialized, dropped = converter.to_output_example(logged, label=0)
-  assert dropped == 2
+  serialized, dropped, emptied = converter.to_output_example(logged, label=0)
+  assert (dropped, emptied) == (2, 0)
   feature = tf.train.Example.FromString(serialized).features.feature
   assert feature['fare'].float_list.value == [7.25]
   assert feature[spec.PREDICTION_FEATURE].float_list.value == [pytest.approx(0.8)]
@@ -89,9 +89,35 @@ def test_a_predict_log_becomes_an_example_with_prediction_version_and_request_id
   assert feature[spec.REQUEST_ID_FEATURE].bytes_list.value == [b'req-1']
   assert feature[spec.TIMESTAMP_FEATURE].int64_list.value == [1234]
   assert feature['big_tipper'].int64_list.value == [0]        # the ground truth, not the client's
-  unlabeled, _ = converter.to_output_example(
+  unlabeled, _, _ = converter.to_output_example(
       converter.convert_record(log.SerializeToString()).examples[0], label=None)
   assert 'big_tipper' not in tf.train.Example.FromString(unlabeled).features.feature
+
+
+def test_an_empty_feature_becomes_absent_and_required_features_are_checked():
+  """A missing value is an absent feature, as on the training path; a required one is named."""
+  sent = make_example(company=b'Taxi Co')
+  sent.features.feature['trip_seconds'].int64_list.SetInParent()     # present, no value
+  sent.features.feature['dropoff_latitude'].SetInParent()            # present, no kind at all
+  del sent.features.feature['fare']                                  # not sent at all
+  log = prediction_log('r', 5, [sent.SerializeToString()])
+  [logged] = converter.convert_record(
+      log.SerializeToString(), required_features=('fare', 'payment_type', 'trip_seconds')
+  ).examples
+  assert logged.empty_present == ('dropoff_latitude', 'trip_seconds')
+  assert logged.missing_required == ('fare', 'trip_seconds')
+  serialized, dropped, emptied = converter.to_output_example(logged, label=None)
+  assert (dropped, emptied) == (0, 2)
+  feature = tf.train.Example.FromString(serialized).features.feature
+  assert 'trip_seconds' not in feature and 'dropoff_latitude' not in feature
+  assert feature['company'].bytes_list.value == [b'Taxi Co']
+
+
+def test_required_features_are_the_always_present_model_features_of_the_schema(repo_schema):
+  import tensorflow_data_validation as tfdv
+  required = converter.required_features(tfdv.load_schema_text(repo_schema))
+  assert set(required) == {'fare', 'trip_miles', 'trip_start_hour', 'trip_start_day',
+                           'trip_start_month', 'payment_type'}
 
 
 def test_a_record_with_several_examples_keeps_each_and_counts_unparseable_ones():
@@ -254,10 +280,11 @@ def test_write_feedback_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- the executor
 
-def _run_executor(log_dir, feedback_dir, out_dir, **window):
+def _run_executor(log_dir, feedback_dir, out_dir, schema=None, **window):
   examples = standard_artifacts.Examples()
   examples.uri = out_dir
-  gen_executor.Executor().Do({}, {spec.EXAMPLES_KEY: [examples]}, {
+  inputs = {spec.SCHEMA_KEY: [schema]} if schema is not None else {}
+  gen_executor.Executor().Do(inputs, {spec.EXAMPLES_KEY: [examples]}, {
       spec.LOG_DIR_KEY: log_dir, spec.FEEDBACK_DIR_KEY: feedback_dir,
       spec.WINDOW_START_KEY: window.get('start'), spec.WINDOW_END_KEY: window.get('end'),
       spec.MODEL_NAME_KEY: ''})
@@ -291,6 +318,28 @@ def test_executor_writes_both_splits_and_records_every_count(tmp_path):
   summary = json.load(open(os.path.join(examples.uri, spec.SUMMARY_FILE)))
   assert summary['feedback']['joined_examples'] == 3
   assert json.loads(examples.get_custom_property(spec.COUNTS_PROPERTY))['logs']['examples'] == 25
+
+
+def test_executor_counts_and_names_requests_missing_a_required_feature(tmp_path, repo_schema):
+  import shutil
+  log_dir = str(tmp_path / 'logs')
+  without_fare = make_example()
+  del without_fare.features.feature['fare']
+  logs = logs_at(range(10, 14)) + logs_at(range(14, 17), prefix='nofare',
+                                          examples=[without_fare.SerializeToString()])
+  write_log_file(log_dir, framed(logs))
+  schema = standard_artifacts.Schema()
+  schema.uri = str(tmp_path / 'schema')
+  os.makedirs(schema.uri)
+  shutil.copy(repo_schema, schema.uri)
+  examples = _run_executor(log_dir, None, str(tmp_path / 'out'), schema=schema)
+  assert examples.get_custom_property(spec.MISSING_REQUIRED_PROPERTY) == 7
+  # every logged example lacks the trip fields make_example does not send; fare is missing in 3
+  named = dict(item.split(':') for item in
+               examples.get_custom_property(spec.MISSING_REQUIRED_FEATURES_PROPERTY).split(','))
+  assert named['fare'] == '3' and named['trip_miles'] == '7' and 'payment_type' not in named
+  no_schema = _run_executor(log_dir, None, str(tmp_path / 'out2'))
+  assert no_schema.get_custom_property(spec.MISSING_REQUIRED_PROPERTY) == 0
 
 
 def test_executor_on_an_empty_window_writes_empty_splits(tmp_path):

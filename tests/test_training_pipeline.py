@@ -1,4 +1,6 @@
 """The training pipeline's shape for a configuration (built, not run)."""
+import pytest
+
 from pipeline import training_pipeline
 from pipeline.config import PipelineConfig
 
@@ -47,6 +49,21 @@ def test_blessing_threshold_applies_to_the_overall_slice_only(tmp_path):
   assert per_slice.threshold.change_threshold.absolute.value == -0.02
 
 
+def test_calibration_error_threshold_on_the_overall_slice_by_module_path(tmp_path):
+  from tensorflow_model_analysis.metrics import metric_specs
+  from models import calibration_metric
+  config = PipelineConfig.quick(str(tmp_path), max_ece=0.03)
+  (ece,) = [m for m in training_pipeline.eval_config(config).metrics_specs[0].metrics
+            if m.class_name == calibration_metric.CLASS_NAME]
+  assert ece.module == 'models.calibration_metric'        # importable wherever TFMA runs
+  (per_slice,) = ece.per_slice_thresholds
+  assert [s.feature_keys for s in per_slice.slicing_specs] == [[]]
+  assert per_slice.threshold.value_threshold.upper_bound.value == 0.03
+  assert isinstance(metric_specs.metric_instance(ece), calibration_metric.ExpectedCalibrationError)
+  with pytest.raises(ValueError, match='max_ece must be within'):
+    PipelineConfig.quick(str(tmp_path), max_ece=0.0)
+
+
 def test_the_worst_slice_is_one_where_auc_means_something():
   from pipeline import run_summary
   slices = [
@@ -60,3 +77,32 @@ def test_the_worst_slice_is_one_where_auc_means_something():
   ]
   assert run_summary.worst_slice(slices)['slice'] == 'company=B'    # 20 positives: enough
   assert run_summary.worst_slice(slices[:3]) is None
+
+
+def test_the_span_validator_feeds_the_data_gate_and_compares_no_calendar_feature(tmp_path):
+  import json
+  from components.drift_detector.policy import CALENDAR_FEATURES
+  pipeline = training_pipeline.create_pipeline(PipelineConfig.quick(str(tmp_path)))
+  gate = next(c for c in pipeline.components if c.id == 'DataGate')
+  assert gate.inputs['span_anomalies'].producer_component_id == 'SpanValidator'
+  validator = next(c for c in pipeline.components if c.id == 'SpanValidator')
+  assert json.loads(validator.exec_properties['drift_excluded_features']) == sorted(
+      CALENDAR_FEATURES)
+
+
+def test_the_run_summary_lists_every_gate_finding_blocking_first_with_its_span():
+  from pipeline import run_summary
+  finding = dict(feature='payment_type', anomaly_type='COMPARATOR_L_INFTY_HIGH',
+                 description='span 6 against spans 1-5: L-infinity 0.21', severity='warning',
+                 source='span 6 (version 1)', span=6)
+  summary = {'run_id': 'r', 'components': [], 'spans': '1-6', 'span_versions': '1:1,6:1',
+             'data_gate': {'verdict': 'warnings', 'num_warnings': 1, 'num_blocking': 0,
+                           'findings': [finding]}}
+  for text in (run_summary.format_summary(summary), run_summary.format_validation(summary)):
+    lines = text.splitlines()
+    gate = next(i for i, line in enumerate(lines) if 'data gate:' in line)
+    assert lines[gate:gate + 3] == [
+        '  data gate:       warnings: 1 warning(s), 0 blocking',
+        '    warnings (1):',
+        '      - payment_type: span 6 against spans 1-5: L-infinity 0.21 '
+        '[COMPARATOR_L_INFTY_HIGH, span 6 (version 1)]']

@@ -8,28 +8,32 @@ with broken data stops at the data gate, naming the features, and nothing new is
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.data_gate.executor import DataGateError
 from core import examples as examples_lib
 from metadata import connection as metadata_connection
 from metadata import queries as mq
+from models import calibration
 from models import features
 from pipeline import training_run
 from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
-from tests.conftest import read_span, sample_spans, write_span
+from tests.conftest import SAMPLE_THRESHOLDS, read_span, sample_spans, write_span
 
 pytestmark = pytest.mark.timeout(900)
 
 BEFORE_EVALUATOR = ('SpanRangeCsvExampleGen', 'ImportSchemaGen', 'StatisticsGen',
-                    'ExampleValidator', 'DataGate', 'Transform', 'Tuner', 'Trainer')
+                    'SpanValidator', 'ExampleValidator', 'DataGate', 'Transform', 'Tuner',
+                    'Trainer')
 
 
 def _config(home, data_root, **overrides):
   # Beam as `loopline train` runs it (worker processes), unlike the other quick runs of the suite.
-  settings = dict(data_root=data_root, first_span=1, last_span=2, min_auc=0.7,
-                  beam_pipeline_args=DEFAULT_BEAM_ARGS)
+  settings = dict(data_root=data_root, first_span=1, last_span=2,
+                  beam_pipeline_args=DEFAULT_BEAM_ARGS, **SAMPLE_THRESHOLDS)
   settings.update(overrides)
   return PipelineConfig.quick(home, **settings)
 
@@ -105,6 +109,40 @@ def test_pushed_model_answers_serialized_examples(first_run):
   assert 'fare_log_z_score_xf' in transform(**{features.SERVING_INPUT_KEY: tf.constant(batch)})
 
 
+def test_served_probabilities_are_the_calibrated_raw_logits(first_run):
+  config, summary = first_run
+  model = tf.saved_model.load(summary['pushed_path'])
+  calibrator = calibration.read_exported(summary['pushed_path'])
+  _, rows = read_span(3)
+  types = examples_lib.feature_types(
+      __import__('tensorflow_data_validation').load_schema_text(config.schema_path))
+  types.pop(features.LABEL_KEY)
+  batch = tf.constant(examples_lib.rows_to_serialized_examples(rows[:64], types))
+  served = model.signatures[features.SERVING_SIGNATURE](
+      **{features.SERVING_INPUT_KEY: batch})[features.PREDICTION_KEY].numpy()
+  raw = model.signatures[features.RAW_LOGIT_SIGNATURE](
+      **{features.SERVING_INPUT_KEY: batch})[features.RAW_LOGIT_KEY].numpy()
+  assert served.shape == raw.shape == (64, 1) and served.dtype == np.float32
+  np.testing.assert_allclose(served, calibrator.apply(raw), atol=1e-5)
+  assert np.abs(served - calibration.sigmoid(raw)).max() > 1e-3      # calibration changed them
+  assert calibrator.rows > 0 and summary['calibration']['method'] == calibrator.method
+
+
+def test_a_model_above_the_calibration_error_threshold_is_not_blessed(first_run):
+  config, _ = first_run
+  strict = _config(config.home, config.data_root, max_ece=1e-4)
+  versions_before = _versions(config)
+  summary = training_run.train(strict)
+  assert summary['overall']['expected_calibration_error'] > 1e-4
+  assert summary['blessed'] is False and not summary.get('pushed_version')
+  assert _versions(config) == versions_before
+  records = _records(strict)
+  assert records['Trainer'].state == 'CACHED'      # only the Evaluator judged anew
+  validation = tfma.load_validation_result(records['Evaluator'].outputs['evaluation'][0].uri)
+  failed = {f.metric_key.name for v in validation.metric_validations_per_slice for f in v.failures}
+  assert failed == {'expected_calibration_error'}
+
+
 def test_pushed_version_carries_warmup_requests_that_the_server_replays(first_run):
   """TF Serving's warm-up file, written by the pusher from ExampleGen's eval split, replayed by
   Loopline's server when it loads the version (before AVAILABLE)."""
@@ -173,3 +211,89 @@ def test_broken_span_stops_at_the_gate_and_pushes_nothing(first_run, tmp_path):
   records = _records(broken)
   assert 'Transform' not in records and 'AtomicPusher' not in records
   assert _versions(config) == versions_before
+
+
+# --- the data gate per span (issue 22): each break on a sample, named with its span -----------
+
+IN_PROCESS_BEAM = '--beam-arg=--direct_running_mode=in_memory'
+
+
+def _with_span_3(tmp_path, source_root, change_rows, drop=(), add=()):
+  """The sample's spans 1-2 and a sample of bundled span 3, changed by `change_rows(rows)`,
+  without the columns `drop` and with the columns `add` (filled by change_rows)."""
+  data_root = str(tmp_path / 'spans')
+  shutil.copytree(source_root, data_root)
+  header, rows = read_span(3)
+  rows = rows[::4]
+  change_rows(rows)
+  write_span(data_root, 3, [c for c in header if c not in drop] + list(add), rows)
+  return data_root
+
+
+def test_a_column_dropped_from_a_whole_span_stops_the_run_naming_span_file_and_column(
+    first_run, tmp_path, capsys):
+  from loopline import cli
+  config, _ = first_run
+  data_root = _with_span_3(tmp_path, config.data_root, lambda rows: None,
+                           drop=('trip_seconds',))
+  versions_before = _versions(config)
+  code = cli.main(['--home', config.home, 'train', '--quick', '--spans', '1-3', '--min-auc',
+                   '0.7', '--data-root', data_root, IN_PROCESS_BEAM])
+  out, err = capsys.readouterr()
+  assert code == cli.EXIT_DATA_GATE
+  assert 'Note: no time-ordered holdout: span(s) [6, 7, 8] not found' in out
+  assert ("    - trip_seconds: column 'trip_seconds' missing from the header of "
+          "span-3/version-1/data.csv (span 3, version 1) [SCHEMA_MISSING_COLUMN, span 3 "
+          "(version 1)]") in err.split('  warnings')[0]
+  assert 'Nothing was trained or pushed' in err
+  records = _records(config)
+  assert records['DataGate'].state == 'FAILED'
+  assert 'Transform' not in records and 'AtomicPusher' not in records
+  assert _versions(config) == versions_before
+
+
+def test_a_feature_emptied_on_a_fifth_of_a_span_stops_the_run(first_run, tmp_path):
+  config, _ = first_run
+
+  def empty_company(rows):
+    with_company = [row for row in rows if row['company']]
+    for row in with_company[:len(rows) // 5]:
+      row['company'] = ''
+  data_root = _with_span_3(tmp_path, config.data_root, empty_company)
+  versions_before = _versions(config)
+  emptied = _config(config.home, data_root, last_span=3,
+                    beam_pipeline_args=('--direct_running_mode=in_memory',))
+  with pytest.raises(DataGateError) as error:
+    training_run.train(emptied)
+  blocking = str(error.value).split('  warnings')[0]
+  assert '    - company: present in ' in blocking
+  assert 'of the rows of span 3, ' in blocking and 'of spans 1-2' in blocking
+  assert '[FEATURE_TYPE_LOW_FRACTION_PRESENT, span 3 (version 1)]' in blocking
+  records = _records(emptied)
+  assert 'Transform' not in records and 'AtomicPusher' not in records
+  assert _versions(config) == versions_before
+
+
+def test_a_new_column_and_a_new_category_mix_are_warnings_on_the_console(tmp_path, capsys):
+  from loopline import cli
+
+  def change(rows):
+    cash = [row for row in rows if row['payment_type'] == 'Cash']
+    for row in cash[::2]:
+      row['payment_type'] = 'Credit Card'     # card readers in every cab
+    for row in rows:
+      row['tip_share'] = '0.1'                # a column upstream added
+  data_root = _with_span_3(tmp_path, sample_spans(str(tmp_path / 'sample')), change,
+                           add=('tip_share',))
+  code = cli.main(['--home', str(tmp_path / 'home'), 'validate', '--quick', '--spans', '1-3',
+                   '--data-root', data_root])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert 'data gate:       warnings: ' in out and ' 0 blocking' in out
+  warnings = out.split('    warnings (')[1]
+  assert ("- tip_share: column 'tip_share' not in the schema, found in the header of "
+          "span-3/version-1/data.csv (span 3, version 1) [SCHEMA_NEW_COLUMN, span 3 "
+          "(version 1)]") in warnings
+  assert '- payment_type: span 3 against spans 1-2: The Linfty distance between current and ' \
+         'previous is ' in warnings
+  assert '[COMPARATOR_L_INFTY_HIGH, span 3 (version 1)]' in warnings

@@ -21,13 +21,16 @@ changes what the model sees. `fare_inflation` therefore also shifts the relation
 and label (the model's predictions move, realized performance drops), `payment_mix` too.
 
 What reaches the request log depends on the model's parser: the serving signature parses with the
-schema's raw feature spec, so a column the schema requires in every row (`fare`, `trip_miles`,
-`trip_start_*`, `payment_type`: value_count min 1) that goes missing, or any value of the wrong
-type, makes the server reject the request (INVALID_ARGUMENT) and nothing is logged: the break
-shows up as failed requests in replay. The breaks above were chosen on optional columns, so the
-model still answers and the logs carry the break (the drift detector must then name it), except
-`number_as_text`, which the model rejects when replayed; the detector meets it when the logging
-side changes format (tests write such logs directly).
+schema's raw feature spec, so a value of the wrong type makes the server reject the request
+(INVALID_ARGUMENT) and nothing is logged: the break shows up as failed requests in replay. A
+missing column does not: every feature is parsed as optional (a missing value becomes the model's
+default, checked on a pushed model with a request carrying `payment_type` alone), so the request
+is answered and logged, and ServingLogExampleGen counts and names the logged requests missing a
+feature the model requires (`fare`, `trip_miles`, `trip_start_*`, `payment_type`: always present
+in the schema). The breaks above were chosen on optional columns, so the logs carry the break (the
+drift detector must then name it), except `number_as_text`, which the model rejects when
+replayed; the detector meets it when the logging side changes format (tests write such logs
+directly).
 
 Replay converts rows with `core.examples.row_to_example(row, scenario.example_types(types))`:
 `example_types` turns the columns a scenario sends as text into BYTES, everything else keeps the

@@ -11,14 +11,10 @@ from components.baseline_resolver import manifest as manifest_lib
 from components.baseline_resolver import spec
 from metadata import lineage
 from metadata import connection as metadata_connection
-from metadata import queries as mq
 
 
 def _splits(artifact) -> List[str]:
-  """Split names: a property in TFX's layout, a custom property (metadata) in KFP's."""
-  value = (mq.artifact_property(artifact, 'split_names') or
-           mq.custom_property(artifact, 'split_names') or '[]')
-  return artifact_utils.decode_split_names(value)
+  return artifact_utils.decode_split_names(lineage.split_names(artifact) or '[]')
 
 
 def resolve_manifest(store: metadata_store.MetadataStore, model_name: str,

@@ -1,7 +1,9 @@
-"""Executor of DataGate: applies the severity policy to ExampleValidator's anomalies."""
+"""Executor of DataGate: applies the severity policy to ExampleValidator's and SpanValidator's
+anomalies, each labelled with where it came from ('span 6 (version 1)', 'spans 1-6, train
+split')."""
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -12,6 +14,8 @@ from tfx.types import artifact_utils
 
 from components.data_gate import policy as policy_lib
 from components.data_gate import spec
+from components.span_example_gen import driver as span_driver
+from components.span_validator import spec as span_validator_spec
 
 ANOMALIES_FILE = 'SchemaDiff.pb'
 
@@ -34,11 +38,32 @@ def load_anomalies(artifact: types.Artifact) -> Dict[str, anomalies_pb2.Anomalie
   return result
 
 
-def apply_policy(anomalies_by_split: Dict[str, anomalies_pb2.Anomalies],
-                 policy: policy_lib.SeverityPolicy) -> Dict[str, Any]:
+def labelled_anomalies(range_anomalies: Dict[str, anomalies_pb2.Anomalies],
+                       span_anomalies: Optional[Dict[str, anomalies_pb2.Anomalies]] = None,
+                       span_versions: str = ''
+                       ) -> Tuple[Dict[str, anomalies_pb2.Anomalies], Dict[str, int]]:
+  """({source label: Anomalies}, {source label: span}): ExampleValidator's splits as 'spans 1-6,
+  train split' (the range from `span_versions`, SpanValidator's), SpanValidator's splits as
+  'span 6 (version 1)'."""
+  versions = span_driver.parse_span_versions(span_versions) if span_versions else {}
+  range_label = f'spans {min(versions)}-{max(versions)}, ' if versions else ''
+  result = {f'{range_label}{split} split': anomalies
+            for split, anomalies in range_anomalies.items()}
+  spans = {}
+  for split, anomalies in (span_anomalies or {}).items():
+    span = span_validator_spec.span_of_split(split)
+    version = versions.get(span)
+    label = f'span {span}' + (f' (version {version})' if version is not None else '')
+    result[label], spans[label] = anomalies, span
+  return result, spans
+
+
+def apply_policy(anomalies_by_source: Dict[str, anomalies_pb2.Anomalies],
+                 policy: policy_lib.SeverityPolicy,
+                 span_of_source: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
   """Summary of the decision; raises DataGateError when something blocks."""
-  findings = policy_lib.classify(anomalies_by_split, policy)
-  for finding in findings:
+  findings = policy_lib.classify(anomalies_by_source, policy, span_of_source)
+  for finding in policy_lib.split_echoes(findings)[0]:
     if finding.severity == policy_lib.WARNING:
       logging.warning('Data gate warning: %s', finding.describe())
   summary = policy_lib.summarize(findings)
@@ -55,7 +80,15 @@ class Executor(base_executor.BaseExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     policy = policy_lib.SeverityPolicy.from_json(exec_properties[spec.SEVERITY_POLICY_KEY])
     anomalies = artifact_utils.get_single_instance(input_dict[spec.ANOMALIES_KEY])
-    summary = apply_policy(load_anomalies(anomalies), policy)
+    span_anomalies, span_versions = None, ''
+    if input_dict.get(spec.SPAN_ANOMALIES_KEY):
+      per_span = artifact_utils.get_single_instance(input_dict[spec.SPAN_ANOMALIES_KEY])
+      span_anomalies = load_anomalies(per_span)
+      span_versions = per_span.get_string_custom_property(
+          span_validator_spec.SPAN_VERSIONS_PROPERTY)
+    by_source, span_of_source = labelled_anomalies(load_anomalies(anomalies), span_anomalies,
+                                                   span_versions)
+    summary = apply_policy(by_source, policy, span_of_source)
     report = artifact_utils.get_single_instance(output_dict[spec.REPORT_KEY])
     with fileio.open(os.path.join(report.uri, spec.REPORT_FILE), 'w') as f:
       f.write(json.dumps(summary, indent=2, sort_keys=True))

@@ -3,7 +3,8 @@ from tfx import types
 from tfx.types import component_spec
 from tfx.types import standard_artifacts
 
-ANOMALIES_KEY = 'anomalies'
+ANOMALIES_KEY = 'anomalies'              # ExampleValidator's: the span range's train/eval splits
+SPAN_ANOMALIES_KEY = 'span_anomalies'    # optional, SpanValidator's: one split per span
 REPORT_KEY = 'report'
 SEVERITY_POLICY_KEY = 'severity_policy'
 REPORT_FILE = 'data_gate.json'
@@ -25,6 +26,8 @@ class DataGateSpec(types.ComponentSpec):
   }
   INPUTS = {
       ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+      SPAN_ANOMALIES_KEY: component_spec.ChannelParameter(
+          type=standard_artifacts.ExampleAnomalies, optional=True),
   }
   OUTPUTS = {
       REPORT_KEY: component_spec.ChannelParameter(type=DataGateReport),

@@ -4,8 +4,10 @@ The monitoring pipeline's Evaluator scores the logged predictions against the gr
 arrived later (model-agnostic TFMA: `prediction_key='prediction'`, no model is run again), sliced
 by `model_version` like the training evaluation, so a canary is compared with stable on real
 traffic. This component takes one version's slice out of that evaluation and records it as a
-`LooplineRealizedMetrics` artifact: the metrics as custom properties (read by the model registry)
-and `below_threshold` = 1 when the realized AUC is under `min_auc` (a retraining trigger).
+`LooplineRealizedMetrics` artifact: the metrics as custom properties (read by the model registry),
+among them the expected calibration error (models/calibration_metric.py), which shows
+probabilities drifting away from reality even while the AUC holds, and `below_threshold` = 1
+when the realized AUC is under `min_auc` (a retraining trigger).
 In a pipeline compiled for a cluster the version is known only at run time: pass `baseline` (a
 TrainingBaselineResolver output) instead of `model_version`.
 A version with no labelled traffic in the window gets `example_count` 0 and no AUC.

@@ -14,7 +14,7 @@ MIN_AUC_KEY = 'min_auc'
 SLICE_FEATURE = 'model_version'
 METRICS_FILE = 'realized_metrics.json'
 REPORTED_METRICS = ('auc', 'auc_precision_recall', 'binary_accuracy', 'precision', 'recall',
-                    'calibration', 'example_count')
+                    'calibration', 'expected_calibration_error', 'example_count')
 # Custom properties of the output besides the metrics: the registry reads `model_name`,
 # `model_version` and every numeric property (registry/checks.py, REALIZED_METRICS_TYPE).
 BELOW_THRESHOLD_PROPERTY = 'below_threshold'   # 1 when realized AUC < min_auc

@@ -10,6 +10,11 @@ writes each logged example as a tf.Example with:
 - `big_tipper` (the label) when ground truth for the request was delivered under `feedback_dir`
   (CSV `request_id,big_tipper[,example]`, see components/serving_log_gen/feedback.py).
 
+A missing value is an absent feature, as on the training path: a logged feature with an empty
+value list is left out. With the `schema` input, a logged example without a value for a feature
+the model requires (a model feature the schema says is always present) is counted and named
+(`examples_missing_required`, `missing_required_features`: "fare:3,...").
+
 Two splits: `serving` (every example: StatisticsGen, DriftDetector) and `labeled` (those with a
 label: the Evaluator, `example_splits=['labeled']`). Corrupt or truncated records, undecodable
 logs, and bad or unmatched feedback are skipped and counted, never fatal: the counts are custom
@@ -18,15 +23,16 @@ properties of the output (`num_examples`, `num_labeled`, `model_versions`, `corr
 `labels_unknown`, `labels_outside_window`, `duplicate_labels`, `conflicting_keys`, ... and all of
 them as JSON in `window_counts`) and `serving_log_window.json` in the artifact.
 
-Caching: the component has no input artifact, so its cache key is its parameters; by default the
-constructor adds a fingerprint of the log and feedback files (names, sizes, mtimes) as a parameter,
-so new logs or new feedback make it run again. A pipeline compiled once and run later (Kubeflow)
+Caching: the logs and the feedback are not input artifacts, so the cache key is the parameters
+(and the schema); by default the constructor adds a fingerprint of the log and feedback files
+(names, sizes, mtimes) as a parameter, so new logs or new feedback make it run again. A pipeline compiled once and run later (Kubeflow)
 must pass `input_fingerprint=''` and disable caching instead.
 
 Example:
   serving_examples = ServingLogExampleGen(
       log_dir=home.request_log_dir(h), feedback_dir=home.feedback_dir(h),
-      window_start=1767225600, window_end=1767229200).outputs['examples']
+      window_start=1767225600, window_end=1767229200,
+      schema=schema_importer.outputs['schema']).outputs['examples']
 """
 from typing import Optional
 
@@ -49,7 +55,8 @@ class ServingLogExampleGen(base_component.BaseComponent):
 
   def __init__(self, log_dir: str, feedback_dir: Optional[str] = None,
                window_start: Optional[int] = None, window_end: Optional[int] = None,
-               model_name: Optional[str] = None, input_fingerprint: Optional[str] = AUTO):
+               model_name: Optional[str] = None, input_fingerprint: Optional[str] = AUTO,
+               schema: Optional[types.BaseChannel] = None):
     """`input_fingerprint`: 'auto' (default) fingerprints the log and feedback files now."""
     if window_start is not None and window_end is not None and window_end <= window_start:
       raise ValueError(f'window_end ({window_end}) must be after window_start ({window_start})')
@@ -62,4 +69,5 @@ class ServingLogExampleGen(base_component.BaseComponent):
         window_end=window_end,
         model_name=model_name or '',
         input_fingerprint=input_fingerprint or '',
+        schema=schema,
         examples=types.Channel(type=standard_artifacts.Examples)))

@@ -22,18 +22,25 @@ applied by the server), the prediction, model name/version, request id and examp
 `to_output_example` turns it into the tf.Example the ExampleGen writes: the logged features plus
 the metadata features of `spec.py` (and the label when ground truth was joined).
 
+Missing values are absent features, as on the training path (SpanRangeCsvExampleGen): a logged
+feature with an empty value list is left out of the output (`empty_features_dropped`). A logged
+example without a value for a feature the model requires (`required_features`: the schema's
+always-present model features) is counted per feature (`missing_required`) and in total
+(`examples_missing_required`): a producer that stopped sending a column shows up by name.
+
 Pure logic on protos and numpy (no TFX import).
 """
 import collections
 import dataclasses
 import os
 import struct
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.serving_log_gen import spec
@@ -66,6 +73,8 @@ class LoggedExample:
   example_index: int
   timestamp_secs: int
   reserved_present: Tuple[str, ...] = ()   # reserved feature names the logged example carries
+  empty_present: Tuple[str, ...] = ()      # features logged with an empty value list
+  missing_required: Tuple[str, ...] = ()   # required features the example has no value for
 
   @property
   def key(self) -> Tuple[str, int]:
@@ -94,6 +103,9 @@ class WindowCounts:
   examples: int = 0
   missing_prediction: int = 0
   reserved_features_dropped: int = 0
+  empty_features_dropped: int = 0
+  examples_missing_required: int = 0
+  missing_required: Dict[str, int] = dataclasses.field(default_factory=collections.Counter)
   unconvertible: Dict[str, int] = dataclasses.field(default_factory=collections.Counter)
 
   @property
@@ -103,6 +115,7 @@ class WindowCounts:
   def as_dict(self) -> Dict[str, object]:
     result = dataclasses.asdict(self)
     result['unconvertible'] = dict(sorted(self.unconvertible.items()))
+    result['missing_required'] = dict(sorted(self.missing_required.items()))
     result['num_unconvertible'] = self.num_unconvertible
     return result
 
@@ -296,9 +309,25 @@ def parse_prediction_log(record: bytes) -> prediction_log_pb2.PredictionLog:
 
 
 def convert_record(record: bytes, input_key: str = features.SERVING_INPUT_KEY,
-                   output_key: str = features.PREDICTION_KEY) -> ConvertedRecord:
+                   output_key: str = features.PREDICTION_KEY,
+                   required_features: Sequence[str] = ()) -> ConvertedRecord:
   """The examples of one serialized PredictionLog; ConversionError(reason) if there are none."""
-  return convert_prediction_log(parse_prediction_log(record), input_key, output_key)
+  return convert_prediction_log(parse_prediction_log(record), input_key, output_key,
+                                required_features)
+
+
+def required_features(schema: schema_pb2.Schema,
+                      model_features: Sequence[str] = features.MODEL_FEATURES) -> Tuple[str, ...]:
+  """The features a served example must carry: model features the schema says are always
+  present (`presence.min_fraction` 1) in the SERVING environment."""
+  serving = [f for f in schema.feature if 'SERVING' not in f.not_in_environment]
+  return tuple(f.name for f in serving
+               if f.name in model_features and f.presence.min_fraction >= 1.0)
+
+
+def _has_values(feature) -> bool:
+  kind = feature.WhichOneof('kind')
+  return kind is not None and len(getattr(feature, kind).value) > 0
 
 
 def _keys_of(prediction_log: prediction_log_pb2.PredictionLog,
@@ -319,9 +348,12 @@ def _keys_of(prediction_log: prediction_log_pb2.PredictionLog,
 
 def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
                            input_key: str = features.SERVING_INPUT_KEY,
-                           output_key: str = features.PREDICTION_KEY) -> ConvertedRecord:
+                           output_key: str = features.PREDICTION_KEY,
+                           required_features: Sequence[str] = ()) -> ConvertedRecord:
   """The examples of a PredictionLog. An example that does not parse (emptied by the privacy
   filter, corrupt) is left out and counted; if none parses: ConversionError('unparseable_example').
+  Each example notes its features with an empty value list and the `required_features` it has no
+  value for.
   """
   metadata = prediction_log.log_metadata
   serialized, predictions = _examples_and_predictions(prediction_log, input_key, output_key)
@@ -344,12 +376,16 @@ def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
       result.unparseable_examples += 1
       continue
     feature_map = example.features.feature
+    empty = tuple(sorted(n for n, f in feature_map.items() if not _has_values(f)))
     result.examples.append(LoggedExample(
         serialized=data, prediction=prediction, model_name=metadata.model_spec.name,
         model_version=version, signature_name=metadata.model_spec.signature_name,
         request_id=request_id, example_index=first_index + i,
         timestamp_secs=metadata.timestamp_secs,
-        reserved_present=tuple(n for n in spec.RESERVED_FEATURES if n in feature_map)))
+        reserved_present=tuple(n for n in spec.RESERVED_FEATURES if n in feature_map),
+        empty_present=empty,
+        missing_required=tuple(n for n in required_features
+                               if n not in feature_map or n in empty)))
   if not result.examples:
     raise ConversionError('unparseable_example',
                           'no logged example is a tf.Example (emptied by the privacy filter, '
@@ -357,21 +393,23 @@ def convert_prediction_log(prediction_log: prediction_log_pb2.PredictionLog,
   return result
 
 
-def to_output_example(logged: LoggedExample, label: Optional[int]) -> Tuple[bytes, int]:
-  """(serialized output tf.Example, number of reserved features dropped from the logged one).
+def to_output_example(logged: LoggedExample, label: Optional[int]) -> Tuple[bytes, int, int]:
+  """(serialized output tf.Example, reserved features dropped, empty features dropped).
 
   Features of the logged example that carry a reserved name (the label, the metadata features)
-  are dropped first: only the ground truth joined here may become the label. The added features
+  are dropped first: only the ground truth joined here may become the label. Features with an
+  empty value list are dropped too: a missing value is an absent feature. The added features
   are appended as a second serialized Example: protobuf merges concatenated messages (map entries
   of both), which every parser (tf.io.parse_example, tfx_bsl, protobuf) reads as one Example, and
   the logged bytes need no re-serialization.
   """
-  base, dropped = logged.serialized, 0
-  if logged.reserved_present:
+  base = logged.serialized
+  reserved = set(logged.reserved_present)
+  removed = reserved | set(logged.empty_present)
+  if removed:
     example = logged.example
-    for name in logged.reserved_present:
+    for name in removed:
       del example.features.feature[name]
-      dropped += 1
     base = example.SerializeToString()
   added = example_pb2.Example()
   feature_map = added.features.feature
@@ -382,7 +420,7 @@ def to_output_example(logged: LoggedExample, label: Optional[int]) -> Tuple[byte
   feature_map[spec.TIMESTAMP_FEATURE].int64_list.value.append(logged.timestamp_secs)
   if label is not None:
     feature_map[features.LABEL_KEY].int64_list.value.append(int(label))
-  return base + added.SerializeToString(), dropped
+  return base + added.SerializeToString(), len(reserved), len(removed - reserved)
 
 
 # ----------------------------------------------------------------------------- windows
@@ -418,10 +456,12 @@ def iter_log_records(path: str, counts: WindowCounts) -> Iterator[bytes]:
 def read_window(log_dir: str, window_start: Optional[int] = None,
                 window_end: Optional[int] = None, model_name: Optional[str] = None,
                 input_key: str = features.SERVING_INPUT_KEY,
-                output_key: str = features.PREDICTION_KEY) -> WindowRead:
+                output_key: str = features.PREDICTION_KEY,
+                required_features: Sequence[str] = ()) -> WindowRead:
   """Every logged example of `log_dir` in the window, with the counts of what was skipped.
 
   `model_name`: keep only logs of that model (others are counted in `records_other_model`).
+  `required_features`: counted per feature when an example has no value for one.
   """
   if window_start is not None and window_end is not None and window_end <= window_start:
     raise ValueError(f'empty window: window_end {window_end} <= window_start {window_start}')
@@ -441,7 +481,8 @@ def read_window(log_dir: str, window_start: Optional[int] = None,
         if model_name and metadata.model_spec.name != model_name:
           counts.records_other_model += 1
           continue
-        converted = convert_prediction_log(prediction_log, input_key, output_key)
+        converted = convert_prediction_log(prediction_log, input_key, output_key,
+                                           required_features)
       except ConversionError as e:
         counts.unconvertible[e.reason] += 1
         continue
@@ -450,6 +491,8 @@ def read_window(log_dir: str, window_start: Optional[int] = None,
       for item in converted.examples:
         counts.examples += 1
         counts.missing_prediction += int(item.prediction is None)
+        counts.examples_missing_required += int(bool(item.missing_required))
+        counts.missing_required.update(item.missing_required)
         examples.append(item)
   return WindowRead(examples, counts, outside)
 

@@ -13,7 +13,7 @@ empty splits: downstream components see zero examples, never a missing file.
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -22,6 +22,7 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
 
 from components.serving_log_gen import converter
 from components.serving_log_gen import feedback as feedback_lib
@@ -60,16 +61,20 @@ def write_split(output_uri: str, split: str, serialized: List[bytes]) -> str:
 
 def generate_window(log_dir: str, output_uri: str, feedback_dir: Optional[str] = None,
                     window_start: Optional[int] = None, window_end: Optional[int] = None,
-                    model_name: Optional[str] = None) -> Dict[str, Any]:
-  """Writes the window's examples under `output_uri`; returns the summary (also written as JSON)."""
-  window = converter.read_window(log_dir, window_start, window_end, model_name=model_name)
+                    model_name: Optional[str] = None,
+                    required_features: Sequence[str] = ()) -> Dict[str, Any]:
+  """Writes the window's examples under `output_uri`; returns the summary (also written as JSON).
+  `required_features`: logged examples without a value for one are counted, per feature."""
+  window = converter.read_window(log_dir, window_start, window_end, model_name=model_name,
+                                 required_features=required_features)
   feedback = feedback_lib.read_feedback(feedback_dir)
   labels = feedback_lib.join((e.key for e in window.examples), feedback,
                              window.keys_outside_window)
   serving, labeled = [], []
   for logged, label in zip(window.examples, labels):
-    serialized, dropped = converter.to_output_example(logged, label)
-    window.counts.reserved_features_dropped += dropped
+    serialized, reserved, empty = converter.to_output_example(logged, label)
+    window.counts.reserved_features_dropped += reserved
+    window.counts.empty_features_dropped += empty
     serving.append(serialized)
     if label is not None:
       labeled.append(serialized)
@@ -90,6 +95,10 @@ def generate_window(log_dir: str, output_uri: str, feedback_dir: Optional[str] =
   }
   with tf.io.gfile.GFile(os.path.join(output_uri, spec.SUMMARY_FILE), 'w') as f:
     f.write(json.dumps(summary, indent=2, sort_keys=True))
+  if window.counts.examples_missing_required:
+    logging.warning('Serving window: %d logged example(s) without a value for a feature the '
+                    'model requires: %s', window.counts.examples_missing_required,
+                    format_missing(window.counts.missing_required))
   skipped = window.counts.num_unconvertible + window.counts.corrupt_records
   if skipped or window.counts.truncated_files:
     logging.warning('Serving window: %d record(s)/example(s) skipped, %d truncated file(s): %s',
@@ -97,6 +106,12 @@ def generate_window(log_dir: str, output_uri: str, feedback_dir: Optional[str] =
   logging.info('Serving window: %d examples (%d labeled) from %d file(s); versions %s',
                len(serving), len(labeled), window.counts.files_read, summary['model_versions'])
   return summary
+
+
+def format_missing(missing: Dict[str, int]) -> str:
+  """{'fare': 3, 'payment_type': 1} -> 'fare:3,payment_type:1' (by count, then name)."""
+  return ','.join(f'{name}:{count}' for name, count in
+                  sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def record_summary(examples: types.Artifact, summary: Dict[str, Any]) -> None:
@@ -112,6 +127,10 @@ def record_summary(examples: types.Artifact, summary: Dict[str, Any]) -> None:
     examples.set_int_custom_property(name, int(summary['logs'][name]))
   for name in spec.FEEDBACK_PROPERTIES:
     examples.set_int_custom_property(name, int(summary['feedback'][name]))
+  examples.set_int_custom_property(spec.MISSING_REQUIRED_PROPERTY,
+                                   int(summary['logs']['examples_missing_required']))
+  examples.set_string_custom_property(spec.MISSING_REQUIRED_FEATURES_PROPERTY,
+                                      format_missing(summary['logs']['missing_required']))
   for name in ('window_start', 'window_end'):
     if summary[name] is not None:
       examples.set_int_custom_property(name, int(summary[name]))
@@ -127,11 +146,17 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict[spec.EXAMPLES_KEY])
+    required: Sequence[str] = ()
+    if input_dict.get(spec.SCHEMA_KEY):
+      required = converter.required_features(io_utils.SchemaReader().read(
+          io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(
+              input_dict[spec.SCHEMA_KEY]))))
     summary = generate_window(
         log_dir=exec_properties[spec.LOG_DIR_KEY],
         output_uri=examples.uri,
         feedback_dir=exec_properties.get(spec.FEEDBACK_DIR_KEY) or None,
         window_start=exec_properties.get(spec.WINDOW_START_KEY),
         window_end=exec_properties.get(spec.WINDOW_END_KEY),
-        model_name=exec_properties.get(spec.MODEL_NAME_KEY) or None)
+        model_name=exec_properties.get(spec.MODEL_NAME_KEY) or None,
+        required_features=required)
     record_summary(examples, summary)

@@ -11,6 +11,8 @@ WINDOW_START_KEY = 'window_start'      # unix seconds, inclusive; absent: from t
 WINDOW_END_KEY = 'window_end'          # unix seconds, exclusive; absent: up to the last record
 MODEL_NAME_KEY = 'model_name'          # keep only logs of this model ('' keeps all)
 INPUT_FINGERPRINT_KEY = 'input_fingerprint'   # busts the cache when logs or feedback change
+# Optional input: the schema, whose always-present model features every logged example must have.
+SCHEMA_KEY = 'schema'
 # Output.
 EXAMPLES_KEY = 'examples'
 
@@ -41,6 +43,9 @@ SKIPPED_PROPERTIES = ('corrupt_records', 'truncated_files', 'skipped_bytes',
                       'temporary_files_ignored', 'num_unconvertible')
 FEEDBACK_PROPERTIES = ('labels_unknown', 'labels_outside_window', 'duplicate_labels',
                        'conflicting_keys', 'invalid_rows', 'invalid_files')
+# Logged examples without a value for a feature the model requires (schema input), and which.
+MISSING_REQUIRED_PROPERTY = 'examples_missing_required'
+MISSING_REQUIRED_FEATURES_PROPERTY = 'missing_required_features'   # string "fare:3,..."
 
 
 class ServingLogExampleGenSpec(component_spec.ComponentSpec):
@@ -52,7 +57,9 @@ class ServingLogExampleGenSpec(component_spec.ComponentSpec):
       MODEL_NAME_KEY: component_spec.ExecutionParameter(type=str, optional=True),
       INPUT_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str, optional=True),
   }
-  INPUTS = {}
+  INPUTS = {
+      SCHEMA_KEY: component_spec.ChannelParameter(type=standard_artifacts.Schema, optional=True),
+  }
   OUTPUTS = {
       EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
   }

@@ -23,6 +23,20 @@ SPAN_RANGE_PROPERTY = 'span_range'
 SPAN_VERSIONS_PROPERTY = 'span_versions'
 
 
+def format_span_versions(versions: Dict[int, int]) -> str:
+  """{1: 1, 2: 3} -> '1:1,2:3' (the `span_versions` custom property)."""
+  return ','.join(f'{span}:{version}' for span, version in sorted(versions.items()))
+
+
+def parse_span_versions(text: str) -> Dict[int, int]:
+  """'1:1,2:3' -> {1: 1, 2: 3}; ValueError naming the text when it is not of that form."""
+  try:
+    return {int(span): int(version) for span, version in
+            (item.split(':') for item in text.split(',') if item)}
+  except ValueError as e:
+    raise ValueError(f'span_versions {text!r} is not of the form "1:1,2:3"') from e
+
+
 def _static_range(range_config_json: str) -> Tuple[int, int]:
   range_config = range_config_pb2.RangeConfig()
   proto_utils.json_to_proto(range_config_json, range_config)
@@ -90,6 +104,6 @@ class SpanRangeDriver(driver.FileBasedDriver):
     for artifact in result.output_artifacts[standard_component_specs.EXAMPLES_KEY].artifacts:
       artifact.custom_properties[SPAN_RANGE_PROPERTY].string_value = (
           f'{min(versions)}-{max(versions)}')
-      artifact.custom_properties[SPAN_VERSIONS_PROPERTY].string_value = ','.join(
-          f'{span}:{version}' for span, version in sorted(versions.items()))
+      artifact.custom_properties[SPAN_VERSIONS_PROPERTY].string_value = (
+          format_span_versions(versions))
     return result

@@ -18,8 +18,8 @@ Two invocations, told apart by TFX's own flag `--executor_class_path`:
   The open-source KFP backend never runs `lifecycle.pre_cache_check` (its driver only turns the
   container's image/command/args into the pod), so when no driver output exists yet this runs the
   driver first, applies its result to the ExecutorInput, then hands over to TFX's KFP v2 executor
-  entrypoint (`kubeflow_v2_run_executor`). After a driver that already ran (Vertex), it only
-  hands over.
+  entrypoint (`kubeflow_v2_run_executor`, through components/kfp_v2_entrypoint.py). After a
+  driver that already ran (Vertex), it only hands over.
 pipeline/kubeflow.py points the compiled spec at this module.
 """
 import argparse
@@ -156,9 +156,10 @@ def main(argv: List[str]) -> int:
     write_output(output, output_file)
     apply_driver_output(executor_input, output)
     args.json_serialized_invocation_args = json_format.MessageToJson(executor_input)
-  # TFX's own KFP v2 executor entrypoint (pinned TFX 1.16); it reads the driver's output file.
-  from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
-  kubeflow_v2_run_executor._run_executor(args, beam_args)  # pylint: disable=protected-access
+  # TFX's own KFP v2 executor entrypoint (pinned TFX 1.16), through Loopline's container
+  # command; it reads the driver's output file.
+  from components import kfp_v2_entrypoint
+  kfp_v2_entrypoint.run_executor(args, beam_args)
   return 0
 
 

@@ -19,8 +19,8 @@ setuptools.setup(
         'apache-beam[gcp]==2.59.0',
         'keras==3.6.0',
         'tf-keras==2.16.0',
-        # Built for TensorFlow 2.16.2; trains the gradient boosted trees (models/model.py).
-        'tensorflow-decision-forests==1.9.2',
+        # Grows the gradient boosted trees (models/model.py); TensorFlow Decision Forests' library.
+        'ydf',
         'kfp==2.5.0',
         'tensorflow-serving-api==2.16.1',
         'grpcio',

@@ -4,9 +4,9 @@ Passed to the Tuner and Trainer by dotted path (`models.model.tuner_fn`, `models
 so compiling for Kubeflow needs no module upload: the package is installed in the image.
 
 Families (hyperparameter `family`; the rest of the space depends on it):
-- `gradient_boosted_trees`: TensorFlow Decision Forests' gradient boosted trees, early-stopped on
-  the validation window; exported as plain TensorFlow ops (models/trees.py), so the SavedModel
-  needs no TF-DF op to load. Hyperparameters `max_depth`, `shrinkage`, `min_examples`.
+- `gradient_boosted_trees`: gradient boosted trees grown by YDF (TensorFlow Decision Forests'
+  learning library), early-stopped on the validation window; exported as plain TensorFlow ops
+  (models/trees.py), so the SavedModel needs no TF-DF op to load. Hyperparameters `max_depth`, `shrinkage`, `min_examples`.
 - `network`: a Keras wide-and-deep network, early-stopped on the validation window's log loss.
   Hyperparameters `normalization` (which transform of the numeric features it reads:
   z_score | log_z_score | quantile_buckets, models/preprocessing.py), `hidden_units`,
@@ -261,22 +261,21 @@ def fit_trees(hp: keras_tuner.HyperParameters, split: TimeOrderedSplit, seed: in
               keys: Optional[List[str]] = None) -> trees.TreeEnsemble:
   """Gradient boosted trees on `keys` (default `tree_input_keys()`), early-stopped on the
   validation window."""
-  import tensorflow_decision_forests as tfdf    # only here: it loads TF-DF's training ops
+  import ydf    # only here: the trees' learner (models/trees.py)
   keys = keys or tree_input_keys()
 
-  def dataset(columns: Columns) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(
-        ({k: columns[k].astype(np.float32) for k in keys},
-         columns[LABEL].astype(np.int64))).batch(LOAD_BATCH_SIZE)
+  def data(columns: Columns) -> Dict[str, np.ndarray]:
+    return {**{k: columns[k].astype(np.float32) for k in keys},
+            LABEL: columns[LABEL].astype(np.int64)}
 
-  model = tfdf.keras.GradientBoostedTreesModel(
-      task=tfdf.keras.Task.CLASSIFICATION, num_trees=MAX_TREES, max_depth=hp.get('max_depth'),
-      shrinkage=hp.get('shrinkage'), min_examples=hp.get('min_examples'), random_seed=seed,
-      features=[tfdf.keras.FeatureUsage(k, tfdf.keras.FeatureSemantic.NUMERICAL) for k in keys],
-      exclude_non_specified_features=True, verbose=0)
-  # The validation data is what TF-DF early-stops on (instead of a random tenth of the rows).
-  model.fit(dataset(split.fit), validation_data=dataset(split.validation), verbose=0)
-  ensemble = trees.TreeEnsemble(trees.from_tfdf(model))
+  learner = ydf.GradientBoostedTreesLearner(
+      label=LABEL, task=ydf.Task.CLASSIFICATION, num_trees=MAX_TREES,
+      max_depth=hp.get('max_depth'), shrinkage=hp.get('shrinkage'),
+      min_examples=hp.get('min_examples'), random_seed=seed,
+      features=[ydf.Feature(k, ydf.Semantic.NUMERICAL) for k in keys], include_all_columns=False)
+  # The validation window is what the trees early-stop on (instead of a random tenth of the rows).
+  model = learner.train(data(split.fit), valid=data(split.validation), verbose=0)
+  ensemble = trees.TreeEnsemble(trees.from_ydf(model))
   logging.info('Gradient boosted trees: %d trees, depth %d', ensemble.num_trees, ensemble.depth)
   return ensemble
 

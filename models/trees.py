@@ -1,15 +1,17 @@
 """Gradient boosted trees as plain TensorFlow ops.
 
-The trees are trained with TensorFlow Decision Forests (models/model.py), but a TF-DF SavedModel
-calls TF-DF's custom inference op, which only a process that imported TF-DF can load: not a stock
-TensorFlow Serving (deploy/), nor TFMA's Beam workers, nor Loopline's server without an import of
-TF-DF before every load. A trained ensemble is only a few arrays, so this module reads them out
-of the TF-DF model (its inspector) and evaluates them with gather and where: the export then
-loads wherever TensorFlow does. `TreeEnsemble` gives the same logits as TF-DF's own inference
-(tests/test_model.py checks it on a trained model).
+The trees are trained with YDF (models/model.py), the learning library behind TensorFlow Decision
+Forests, called directly on the columns in memory (TF-DF's Keras wrapper grows the same trees
+with the same library, but took 13 s where YDF takes 0.9 s, on 9,548 rows and 22 columns). A TF-DF
+SavedModel would call TF-DF's custom inference op, which only a process that imported TF-DF can
+load: not a stock TensorFlow Serving (deploy/), nor TFMA's Beam workers, nor Loopline's server. A
+trained ensemble is only a few arrays, so this module reads them out of the YDF model (its tree
+API) and evaluates them with gather and where: the export then loads wherever TensorFlow does.
+`TreeEnsemble` gives the same logits as YDF's own inference (tests/test_model.py checks it on a
+trained model).
 
 Layout: every node of every tree is one entry of flat arrays. An inner node tests
-`feature >= threshold` (TF-DF's NumericalHigherThanCondition) and moves to `positive` or
+`feature >= threshold` (YDF's NumericalHigherThanCondition) and moves to `positive` or
 `negative`; a leaf points to itself and carries its `value`. All trees walk down together, one
 level per step, `depth` steps; the logit is `bias` plus the sum of the leaves reached.
 """
@@ -42,16 +44,16 @@ class TreeArrays:
     return len(self.roots)
 
 
-def from_tfdf(model) -> TreeArrays:
-  """The arrays of a trained `tfdf.keras.GradientBoostedTreesModel` (binary classification)."""
-  from tensorflow_decision_forests.component.py_tree import condition as condition_lib
-  from tensorflow_decision_forests.component.py_tree import node as node_lib
-  from tensorflow_decision_forests.component.py_tree import value as value_lib
-  inspector = model.make_inspector()
-  initial = list(inspector.specialized_header().initial_predictions)
-  if len(initial) != 1 or inspector.num_trees_per_iter != 1:
+def from_ydf(model) -> TreeArrays:
+  """The arrays of a trained YDF `GradientBoostedTreesModel` (binary classification)."""
+  from ydf.model.tree import condition as condition_lib
+  from ydf.model.tree import node as node_lib
+  from ydf.model.tree import value as value_lib
+  initial = list(model.initial_predictions())
+  if len(initial) != 1 or model.num_trees_per_iteration() != 1:
     raise UnsupportedTreeError('only a binary classifier (one tree per iteration) compiles; '
                                f'this forest has {len(initial)} initial predictions')
+  columns_spec = model.data_spec().columns
   names: List[str] = []
   index: Dict[str, int] = {}
   columns = {k: [] for k in ('feature', 'threshold', 'positive', 'negative', 'value')}
@@ -62,7 +64,7 @@ def from_tfdf(model) -> TreeArrays:
     node_id = len(columns['feature'])
     for values in columns.values():
       values.append(0)
-    if isinstance(node, node_lib.LeafNode):
+    if isinstance(node, node_lib.Leaf):
       if not isinstance(node.value, value_lib.RegressionValue):
         raise UnsupportedTreeError(f'leaf value {type(node.value).__name__} (expected a '
                                    'regression value: gradient boosted trees)')
@@ -71,11 +73,11 @@ def from_tfdf(model) -> TreeArrays:
       depth = max(depth, level)
       return node_id
     condition = node.condition
+    name = columns_spec[condition.attribute].name
     if type(condition) is not condition_lib.NumericalHigherThanCondition:  # pylint: disable=unidiomatic-typecheck
-      raise UnsupportedTreeError(f'condition {type(condition).__name__} on '
-                                 f'{condition.features()[0].name!r}: only numerical '
-                                 '"feature >= threshold" conditions compile (feed numbers)')
-    name = condition.feature.name
+      raise UnsupportedTreeError(f'condition {type(condition).__name__} on {name!r}: only '
+                                 'numerical "feature >= threshold" conditions compile (feed '
+                                 'numbers)')
     if name not in index:
       index[name] = len(names)
       names.append(name)
@@ -85,7 +87,7 @@ def from_tfdf(model) -> TreeArrays:
     columns['negative'][node_id] = add(node.neg_child, level + 1)
     return node_id
 
-  for tree in inspector.extract_all_trees():
+  for tree in model.iter_trees():
     roots.append(add(tree.root, 0))
   return TreeArrays(
       feature_names=tuple(names),

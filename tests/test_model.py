@@ -77,34 +77,34 @@ def test_rows_without_time_order_are_refused():
     model_lib.time_ordered_split(columns)
 
 
-def test_trees_in_tensorflow_ops_give_tf_decision_forests_own_logits():
-  import tensorflow_decision_forests as tfdf
+def test_trees_in_tensorflow_ops_give_ydfs_own_probabilities():
+  import ydf
   columns = _columns(rows=600)
   keys = ['fare_z_score_xf', 'payment_type_xf', 'trip_start_hour_xf', 'company_xf']
-  data = tf.data.Dataset.from_tensor_slices(
-      ({k: columns[k].astype(np.float32) for k in keys}, columns[LABEL])).batch(600)
-  forest = tfdf.keras.GradientBoostedTreesModel(num_trees=30, max_depth=5, verbose=0,
-                                                validation_ratio=0.0)
-  forest.fit(data, verbose=0)
-  arrays = trees.from_tfdf(forest)
+  data = {**{k: columns[k].astype(np.float32) for k in keys}, LABEL: columns[LABEL]}
+  forest = ydf.GradientBoostedTreesLearner(
+      label=LABEL, task=ydf.Task.CLASSIFICATION, num_trees=30, max_depth=5,
+      validation_ratio=0.0).train(data, verbose=0)
+  assert forest.label_classes() == ['0', '1']        # predict() is P(big tipper)
+  arrays = trees.from_ydf(forest)
   assert arrays.num_trees == 30 and 2 <= arrays.depth <= 5
   assert set(arrays.feature_names) <= set(keys)
-  expected = forest.predict(data, verbose=0).reshape(-1)
+  expected = forest.predict(data)
   compiled = trees.TreeEnsemble(arrays)({k: tf.constant(columns[k]) for k in keys})
   assert compiled.shape == (600, 1)
   np.testing.assert_allclose(tf.sigmoid(compiled).numpy().reshape(-1), expected, atol=1e-5)
 
 
 def test_a_forest_with_categorical_conditions_is_refused():
-  import tensorflow_decision_forests as tfdf
+  import ydf
   rng = np.random.default_rng(0)
   colour = rng.choice(['red', 'blue', 'green'], 300)
   label = (colour == 'red').astype(np.int64)
-  forest = tfdf.keras.GradientBoostedTreesModel(num_trees=3, verbose=0, validation_ratio=0.0)
-  forest.fit(tf.data.Dataset.from_tensor_slices(({'colour': colour}, label)).batch(300),
-             verbose=0)
+  forest = ydf.GradientBoostedTreesLearner(
+      label='label', task=ydf.Task.CLASSIFICATION, num_trees=3, validation_ratio=0.0).train(
+          {'colour': colour, 'label': label}, verbose=0)
   with pytest.raises(trees.UnsupportedTreeError, match="CategoricalIsInCondition on 'colour'"):
-    trees.from_tfdf(forest)
+    trees.from_ydf(forest)
 
 
 def test_search_alternates_families_from_their_defaults_and_ranks_by_validation_log_loss(

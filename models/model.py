@@ -6,7 +6,8 @@ so compiling for Kubeflow needs no module upload: the package is installed in th
 Families (hyperparameter `family`; the rest of the space depends on it):
 - `gradient_boosted_trees`: gradient boosted trees grown by YDF (TensorFlow Decision Forests'
   learning library), early-stopped on the validation window; exported as plain TensorFlow ops
-  (models/trees.py), so the SavedModel needs no TF-DF op to load. Hyperparameters `max_depth`, `shrinkage`, `min_examples`.
+  (models/trees.py), so the SavedModel needs no TF-DF op to load. Hyperparameters `max_depth`,
+  `shrinkage`, `min_examples`.
 - `network`: a Keras wide-and-deep network, early-stopped on the validation window's log loss.
   Hyperparameters `normalization` (which transform of the numeric features it reads:
   z_score | log_z_score | quantile_buckets, models/preprocessing.py), `hidden_units`,

@@ -1,5 +1,5 @@
 """The model's two families, the time-ordered split, the family-alternating search, the trees
-compiled to plain TensorFlow ops (against TF-DF's own inference), hyperparameter handling."""
+compiled to plain TensorFlow ops (against YDF's own inference), hyperparameter handling."""
 import keras_tuner
 import numpy as np
 import pytest

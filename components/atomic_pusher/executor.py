@@ -44,9 +44,10 @@ def model_digest(model_dir: str) -> str:
   for root, _, files in sorted(fileio.walk(model_dir)):
     for name in sorted(files):
       path = os.path.join(root, name)
-      if os.path.relpath(path, model_dir) == _WARMUP_FILE:
+      relative = os.path.relpath(path, model_dir)
+      if relative == _WARMUP_FILE:
         continue
-      digest.update(os.path.relpath(path, model_dir).encode())
+      digest.update(relative.encode())
       with fileio.open(path, 'rb') as f:
         digest.update(f.read())
   return digest.hexdigest()

@@ -31,7 +31,6 @@ from serving import protos
 from serving.backend import Target
 from serving.config import DEFAULT_SIGNATURE, ServerConfig
 from serving.errors import Code, ServingError, invalid_argument
-from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
 from serving.service import Answer, CallContext, InferenceService, request_id_or_new
 
 PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
@@ -204,15 +203,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     for task, signature_name in zip(request.tasks, signatures):
       target = _target(task.model_spec)
       result = response.results.add()
-      if task.method_name == CLASSIFY_METHOD:
+      if protos.inference_kind(task.method_name) == 'classify':
         answer = await self._service.classify(ctx, target, signature_name, examples)
         result.classification_result.CopyFrom(
             protos.classification_result(answer.classes, answer.scores))
-      elif task.method_name == REGRESS_METHOD:
+      else:
         answer = await self._service.regress(ctx, target, signature_name, examples)
         result.regression_result.CopyFrom(protos.regression_result(answer.values))
-      else:
-        raise invalid_argument(f'Unsupported signature method_name: {task.method_name}')
       result.model_spec.CopyFrom(
           protos.model_spec(answer.model_name, answer.version, signature_name))
     self._announce(context, ctx, answer)

@@ -17,6 +17,18 @@ from serving import log_encoding
 from serving.errors import invalid_argument
 
 _STATE = get_model_status_pb2.ModelVersionStatus.State
+CLASSIFY_METHOD = 'tensorflow/serving/classify'
+REGRESS_METHOD = 'tensorflow/serving/regress'
+_INFERENCE_KINDS = {CLASSIFY_METHOD: 'classify', REGRESS_METHOD: 'regress'}
+
+
+def inference_kind(method_name: str) -> str:
+  """'classify' or 'regress': what a MultiInference task's `method_name` asks for; anything
+  else is INVALID_ARGUMENT, as in TF Serving."""
+  kind = _INFERENCE_KINDS.get(method_name)
+  if kind is None:
+    raise invalid_argument(f'Unsupported signature method_name: {method_name}')
+  return kind
 
 
 def string_array(values: list[bytes]) -> np.ndarray:

@@ -22,9 +22,6 @@ from serving.json_codec import TensorSpec, numpy_dtype
 
 SERVE_TAG = 'serve'
 _FUNCTION_NODE = re.compile(r'^(\{\{function_node [^}]*\}\}\s*)+')
-CLASSIFY_METHOD = 'tensorflow/serving/classify'
-REGRESS_METHOD = 'tensorflow/serving/regress'
-PREDICT_METHOD = 'tensorflow/serving/predict'
 
 
 def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:

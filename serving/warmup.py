@@ -39,8 +39,6 @@ log = logging.getLogger('serving.warmup')
 ASSETS_EXTRA = 'assets.extra'
 WARMUP_FILE = 'tf_serving_warmup_requests'
 MAX_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords.
-_CLASSIFY_METHOD = 'tensorflow/serving/classify'
-_REGRESS_METHOD = 'tensorflow/serving/regress'
 
 
 def warmup_file(version_dir: str) -> str:
@@ -115,11 +113,8 @@ def _run(servable, entry: prediction_log_pb2.PredictionLog):
   elif kind == 'multi_inference_log':
     request = entry.multi_inference_log.request
     for task in request.tasks:
-      if task.method_name not in (_CLASSIFY_METHOD, _REGRESS_METHOD):
-        raise invalid_argument(f'Unsupported signature method_name: {task.method_name}')
       _run_examples(servable, task.model_spec.signature_name,
-                    'classify' if task.method_name == _CLASSIFY_METHOD else 'regress',
-                    request.input)
+                    protos.inference_kind(task.method_name), request.input)
   elif kind is not None:
     raise ServingError(Code.UNIMPLEMENTED, f'Unsupported log_type for warmup: {kind}')
 

@@ -155,3 +155,9 @@ def test_classify_regress_and_multi_inference_requests_are_replayed(built_models
     Servable('cr', 7, version)
   assert error.value.code == Code.UNIMPLEMENTED
   assert 'Unsupported log_type for warmup: session_run_log' in error.value.message
+  multi.tasks[1].method_name = 'tensorflow/serving/predict'  # Not a MultiInference method.
+  warmup.write_warmup_file(version, [warmup.prediction_log(multi)])
+  with pytest.raises(ServingError) as error:
+    Servable('cr', 7, version)
+  assert error.value.code == Code.INVALID_ARGUMENT
+  assert 'Unsupported signature method_name: tensorflow/serving/predict' in error.value.message
